@@ -1,0 +1,40 @@
+# The two commands: `make demo` (the main job) and `make test`. Both create .venv and install on first use;
+# re-running is fast because the install is stamped and redone only when pyproject.toml or constraints.txt change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.pxr-installed
+
+.PHONY: demo test test-unit test-notebooks lint strip install clean-smoke
+
+demo: $(STAMP)
+	$(BIN)/pxr pipeline smoke
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q notebooks --nbval-lax --nbval-current-env
+
+lint: $(STAMP)
+	$(BIN)/ruff check pxr tests benchmarks
+
+# Notebooks are committed without outputs; nbstripout keeps the `parameters` tag.
+strip: $(STAMP)
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
+
+install: $(STAMP)
+
+# torch goes first, pinned, so nothing later pulls a CUDA build onto a CPU machine.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,notebooks,video]"
+	touch $(STAMP)
+
+clean-smoke:
+	rm -rf outputs/*/smoke

@@ -1,0 +1,373 @@
+"""The prompt protocol (SPEC §2): the one system prompt, the tool schemas, prompt variants, tool-call parsing and
+answer extraction.
+
+Everything the model reads or writes about visual operations is defined here once, so that SFT data, RL rollouts,
+evaluation and the demo render identical tokens. The system prompt is the text Qwen's tool-calling chat template
+(TRL's `qwen3_vl.jinja`) renders for `tools=tool_schemas(variant)`, so a trainer that renders tools through the
+template and a dataset that carries the system prompt as text agree byte for byte.
+
+Variants (parameter `prompt`):
+- `pixel`: ops available (the default).
+- `text`: no ops (the paper's `notool` baseline and the text control of evaluation).
+- `pixel-reasoner-v1`: the released PixelReasoner checkpoints' own format (tool `crop_image_normalized`,
+  observation "Here is the cropped image (Image Size: WxH):", the released guideline), for faithful evaluation.
+
+Tests: tests/test_protocol.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PROMPT_VARIANTS = ("pixel", "text", "pixel-reasoner-v1")
+OP_NAMES = ("zoom_in", "select_frames")
+# Names the released checkpoints and data use for zoom_in; accepted in every variant.
+OP_ALIASES = {"crop_image_normalized": "zoom_in", "crop_image": "zoom_in"}
+
+BASE_SYSTEM_TEXT = "You are a helpful assistant."
+
+ZOOM_IN_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "zoom_in",
+        "description": (
+            "Zoom in on a region of an image to see its details at higher resolution. Useful when an object or "
+            "text is too small to make out. Returns the region as a new image."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 4,
+                    "maxItems": 4,
+                    "description": (
+                        "The region as [x1, y1, x2, y2]: normalized coordinates in [0, 1], or pixel coordinates "
+                        "in the image as you see it."
+                    ),
+                },
+                "target_image": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The number of the image to zoom into; 1 is the first input image.",
+                },
+            },
+            "required": ["bbox_2d"],
+        },
+    },
+}
+
+SELECT_FRAMES_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "select_frames",
+        "description": "Select frames of the video to look at them more closely. Returns the frames as new images.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "target_frames": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1},
+                    "description": "Frame numbers to select, counted from 1 (at most 8 frames).",
+                },
+            },
+            "required": ["target_frames"],
+        },
+    },
+}
+
+# The released checkpoints' schemas (reference/pixel-reasoner-notes.md §1.2), kept as they were trained on them.
+RELEASED_CROP_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "crop_image_normalized",
+        "description": (
+            "Zoom in on the image based on the bounding box coordinates. It is useful when the object or text in "
+            "the image is too small to be seen."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "description": (
+                        "coordinates for bounding box of the area you want to zoom in. Values should be within [0.0,1.0]."
+                    ),
+                },
+                "target_image": {
+                    "type": "number",
+                    "description": (
+                        "The index of the image to crop. Index from 1 to the number of images. Choose 1 to operate "
+                        "on original image."
+                    ),
+                },
+            },
+            "required": ["bbox_2d", "target_image"],
+        },
+    },
+}
+RELEASED_SELECT_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "select_frames",
+        "description": "Select frames from a video.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "target_frames": {
+                    "type": "array",
+                    "description": "List of frame indices to select from the video (no more than 8 frames in total).",
+                    "items": {"type": "integer", "description": "Frame index from 1 to 16."},
+                }
+            },
+            "required": ["target_frames"],
+        },
+    },
+}
+
+GUIDELINES = {
+    "pixel": (
+        "Guidelines: Decide whether looking closer would help answer. You can zoom into a region of an image with "
+        "`zoom_in`, and pick frames of a video with `select_frames`. Reason step by step, and put your final "
+        "answer within \\boxed{}."
+    ),
+    "text": "Reason step by step, and put your final answer within \\boxed{}.",
+    # The released RL prompt's guideline ("vcot"); it names `crop_image` although the tool is
+    # `crop_image_normalized`, which is what the released models were trained with.
+    "pixel-reasoner-v1": (
+        "Guidelines: Understand the given visual information and the user query. Determine if it is beneficial to "
+        "employ the given visual operations (tools). For a video, we can look closer by `select_frames`. For an "
+        "image, we can look closer by `crop_image`. Reason with the visual information step by step, and put your "
+        "final answer within \\boxed{}."
+    ),
+}
+# The released prompt joined question and guideline with four newlines (its trigger text began with two more).
+_GUIDELINE_SEPARATOR = {"pixel": "\n\n", "text": "\n\n", "pixel-reasoner-v1": "\n\n\n\n"}
+
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def check_variant(variant: str) -> str:
+    if variant not in PROMPT_VARIANTS:
+        raise ValueError(f"unknown prompt variant {variant!r}; choose one of {', '.join(PROMPT_VARIANTS)}")
+    return variant
+
+
+def tool_schemas(variant: str = "pixel") -> list[dict]:
+    """The tools declared to the model: what a chat template receives as `tools=`."""
+    check_variant(variant)
+    if variant == "text":
+        return []
+    if variant == "pixel-reasoner-v1":
+        return [RELEASED_CROP_SCHEMA, RELEASED_SELECT_SCHEMA]
+    return [ZOOM_IN_SCHEMA, SELECT_FRAMES_SCHEMA]
+
+
+def system_prompt(variant: str = "pixel") -> str:
+    """The full system message text, identical to what Qwen's tool template renders for `tool_schemas(variant)`."""
+    tools = tool_schemas(variant)
+    if not tools:
+        return BASE_SYSTEM_TEXT
+    # json.dumps with default separators and key order is what the template's `tojson` produces.
+    tool_lines = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+    return (
+        f"{BASE_SYSTEM_TEXT}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        f"{tool_lines}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+        "<args-json-object>}\n</tool_call>"
+    )
+
+
+def format_options(options: list[str]) -> str:
+    """Multiple-choice options as lettered lines: 'A. red\\nB. blue'."""
+    if len(options) > len(OPTION_LETTERS):
+        raise ValueError(f"at most {len(OPTION_LETTERS)} options are supported, got {len(options)}")
+    return "\n".join(f"{OPTION_LETTERS[i]}. {opt}" for i, opt in enumerate(options))
+
+
+def user_text(question: str, options: list[str] | None = None, variant: str = "pixel") -> str:
+    """The text that follows the visual input in the user turn: question, options, guideline."""
+    check_variant(variant)
+    body = question.strip()
+    if options:
+        body += "\nOptions:\n" + format_options(options)
+    return body + _GUIDELINE_SEPARATOR[variant] + GUIDELINES[variant]
+
+
+# ---------------------------------------------------------------------------------------------- observations
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _numbers(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"image {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"images {numbers[0]}-{numbers[-1]}"
+    return "images " + ", ".join(map(str, numbers))
+
+
+def zoom_observation_text(variant: str, new_number: int, source_number: int, size: tuple[int, int]) -> str:
+    """The line that accompanies a returned crop; it names the number `target_image` will accept for it."""
+    if variant == "pixel-reasoner-v1":
+        return f"Here is the cropped image (Image Size: {_size(size)}):"
+    return f"Here is {_numbers([new_number])}: the zoomed region of image {source_number} ({_size(size)} px)."
+
+
+def frames_observation_text(variant: str, new_numbers: list[int], frames: list[int], size: tuple[int, int]) -> str:
+    """The line that accompanies selected frames, naming their new image numbers."""
+    if variant == "pixel-reasoner-v1":
+        return (
+            f"Here are the selected frames (Frame Size: {_size(size)}, Numbered {new_numbers[0]} to {new_numbers[-1]}):"
+        )
+    frame_list = ", ".join(map(str, frames))
+    noun = "frame" if len(frames) == 1 else "frames"
+    return f"Here {'is' if len(frames) == 1 else 'are'} {_numbers(new_numbers)}: video {noun} {frame_list} ({_size(size)} px)."
+
+
+def error_observation_text(message: str) -> str:
+    return f"Execution error: {message}"
+
+
+# ------------------------------------------------------------------------------------------------ tool calls
+
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+_TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
+
+
+class ToolCallError(ValueError):
+    """A tool call the model wrote that cannot be read; the message is fit to show the model."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str  # as written by the model (aliases not resolved)
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
+    """A tool call exactly as the chat template renders an assistant `tool_calls` entry."""
+    return f'{TOOL_CALL_OPEN}\n{{"name": "{name}", "arguments": {json.dumps(arguments, ensure_ascii=False)}}}\n{TOOL_CALL_CLOSE}'
+
+
+def has_tool_call(text: str) -> bool:
+    return TOOL_CALL_OPEN in text
+
+
+def parse_tool_call(text: str) -> ToolCall | None:
+    """The single tool call in an assistant turn, or None when the turn has none (it is then the answer).
+
+    Raises `ToolCallError` with a message for the model when the call cannot be read: unclosed tag, more than one
+    call, invalid JSON, or JSON that is not `{"name": str, "arguments": object}`. Argument values are checked by the
+    episode, which knows the images.
+    """
+    if TOOL_CALL_OPEN not in text:
+        return None
+    bodies = _TOOL_CALL_RE.findall(text)
+    n_open = text.count(TOOL_CALL_OPEN)
+    if not bodies or n_open > len(bodies):
+        raise ToolCallError(
+            f'the tool call is not closed; write it as {TOOL_CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{TOOL_CALL_CLOSE}.'
+        )
+    if len(bodies) > 1:
+        raise ToolCallError(f"found {len(bodies)} tool calls in one turn; make exactly one call per turn.")
+    body = bodies[0].strip()
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as err:
+        msg = err.msg if isinstance(err, json.JSONDecodeError) else "nesting too deep"
+        raise ToolCallError(
+            f'the tool call is not valid JSON ({msg}); write {{"name": "<op>", "arguments": {{...}}}} with double quotes.'
+        ) from None
+    if not isinstance(payload, dict):
+        raise ToolCallError('the tool call must be a JSON object {"name": "<op>", "arguments": {...}}.')
+    name = payload.get("name")
+    if not isinstance(name, str) or not name:
+        raise ToolCallError('the tool call has no "name"; give the operation name as a string.')
+    arguments = payload.get("arguments", {})
+    if isinstance(arguments, str):  # OpenAI-style calls carry the arguments as a JSON string
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except (json.JSONDecodeError, RecursionError):
+            raise ToolCallError('"arguments" is a string that is not a JSON object; give an object.') from None
+    if not isinstance(arguments, dict):
+        raise ToolCallError(f'"arguments" must be a JSON object, got {type(arguments).__name__}.')
+    return ToolCall(name=name, arguments=arguments)
+
+
+# ------------------------------------------------------------------------------------------- answer extraction
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_IS_RE = re.compile(
+    r"(?:final answer|the answer|answer)\s*(?:is|:)\s*[:\s]*\**\s*([^\n]+?)\s*\**\s*(?:[.。]\s*)?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_LETTER_RE = re.compile(r"^\(?\s*([A-Z])\s*(?:\)|\.|:|\s|$)")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete `\\boxed{...}` in text (nested braces handled), or None."""
+    found = None
+    for match in _BOXED_RE.finditer(text):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    found = text[start:i]
+                    break
+    return found.strip() if found is not None else None
+
+
+def extract_answer(text: str, options: list[str] | None = None) -> str | None:
+    """The model's final answer: the last `\\boxed{}`, else an explicit "answer is X"; None when there is neither.
+
+    With `options` (multiple choice) the answer is normalized to its option letter where it names one.
+    """
+    answer = last_boxed(text)
+    if answer is None:
+        matches = _ANSWER_IS_RE.findall(text)
+        answer = matches[-1].strip() if matches else None
+    if answer is None:
+        return None
+    answer = re.sub(r"^\\text\s*\{(.*)\}$", r"\1", answer).strip()
+    if options:
+        letter = choice_letter(answer, options)
+        if letter is not None:
+            return letter
+    return answer
+
+
+def choice_letter(answer: str, options: list[str] | None = None) -> str | None:
+    """The option letter an answer names: 'B', '(B)', 'B.', 'B) red', or the text of option B; else None."""
+    text = answer.strip()
+    n = len(options) if options else len(OPTION_LETTERS)
+    bare = text.strip("()[]. ")
+    if len(bare) == 1 and bare.upper() in OPTION_LETTERS[:n]:
+        return bare.upper()
+    match = _LETTER_RE.match(text)
+    if match and OPTION_LETTERS.index(match.group(1)) < n:
+        rest = text[match.end() :].strip()
+        # "B) red" names B only when "red" is B's own text: without the options, "A cat" is not option A.
+        if options and _norm(rest) == _norm(options[OPTION_LETTERS.index(match.group(1))]):
+            return match.group(1)
+    if options:
+        hits = [i for i, opt in enumerate(options) if _norm(opt) == _norm(text)]
+        if len(hits) == 1:
+            return OPTION_LETTERS[hits[0]]
+    return None
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", s.lower())).strip()
