@@ -12,67 +12,17 @@ Tests: tests/test_episode.py (behaviour), tests/test_episode_properties.py (hypo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from pxr import ops, protocol
+from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
 LIMIT_REASONS = ("max_ops", "max_images", "max_tokens")
-TILE = 28 * 28  # pixels per visual token of Qwen2.5-VL; budgets below are counted in tiles
-
-
-@dataclass(frozen=True)
-class EpisodeConfig:
-    """Limits and pixel budgets of an episode: one set for training rollouts, one for evaluation (SPEC §1.6).
-
-    Defaults are small, for CPU smoke runs; `params/*/paper.yaml` holds the paper's values.
-    """
-
-    prompt: str = "pixel"  # prompt variant; "text" disables ops
-    max_ops: int = 4  # executed ops per episode; the next call ends it (reason "max_ops")
-    max_images: int = 16  # images the list may hold; a video's frames count as one (the one visual input)
-    max_tokens: int | None = None  # total token budget, enforced by the rollout engine through `finish`
-    max_selected_frames: int = 8  # frames one select_frames call may return
-    zoom_padding: float = 0.1  # each box side grows by this fraction of the image size (paper: 0.1)
-    min_crop_size: int = 28  # smallest crop side in source pixels
-    image_min_pixels: int = 4 * TILE  # query images
-    image_max_pixels: int = 256 * TILE  # 448x448: the query budget at which small detail is unreadable
-    crop_min_pixels: int = 4 * TILE
-    crop_max_pixels: int = 256 * TILE
-    frame_min_pixels: int = 4 * TILE  # selected frames and the video's frames
-    frame_max_pixels: int = 64 * TILE  # frames returned by select_frames
-    video_frame_max_pixels: int = 16 * TILE  # the video's frames as first shown (16 frames x 16 tokens)
-    video_num_frames: int = 16  # frames sampled uniformly when a video is given as a file
-    patch_factor: int = ops.QWEN25_PATCH_FACTOR  # budgets are rounded to this grid (28 for Qwen2.5-VL)
-
-    def __post_init__(self):
-        protocol.check_variant(self.prompt)
-        for name in (
-            "max_ops",
-            "max_images",
-            "max_selected_frames",
-            "min_crop_size",
-            "patch_factor",
-            "video_num_frames",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.zoom_padding < 0:
-            raise ValueError(f"zoom_padding must be >= 0, got {self.zoom_padding}")
-        for kind in ("image", "crop", "frame"):
-            lo, hi = getattr(self, f"{kind}_min_pixels"), getattr(self, f"{kind}_max_pixels")
-            if not 0 < lo <= hi:
-                raise ValueError(f"{kind}_min_pixels ({lo}) must be positive and <= {kind}_max_pixels ({hi})")
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> EpisodeConfig:
-        """The config from a stage's parameters, ignoring the names that are not its fields."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
 
 
 @dataclass
