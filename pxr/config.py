@@ -70,3 +70,33 @@ class EpisodeConfig:
                 raise ValueError(f"{kind}_min_pixels ({lo}) must be positive and <= {kind}_max_pixels ({hi})")
         if self.video_frame_max_pixels < self.frame_min_pixels:
             raise ValueError("video_frame_max_pixels must be >= frame_min_pixels")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The curiosity-driven reward (SPEC §4.2–4.3); `shaped_kwargs()` feeds `pxr.reward.shaped_rewards`."""
+
+    curiosity_target_rate: float = 0.3  # H: RaPR below which pixel-space rollouts earn a bonus
+    curiosity_coef: float = 0.5  # α (0 = the paper's "RL without curiosity" ablation)
+    penalty_free_ops: int = 1  # N: ops per rollout before the penalty starts
+    penalty_coef: float = 0.05  # β (0 = no penalty)
+    reward_form: str = "paper"  # "paper" | "released" (the released code's 0.25/RaPR scaling)
+    count_failed_ops: bool = False  # n_vo and 1_PR count failed calls too (as the released code did)
+    zero_if_unfixed_error: bool = False  # a correct answer after a failed, never retried op scores 0
+
+    def __post_init__(self):
+        if self.reward_form not in ("paper", "released"):
+            raise ValueError(f"reward_form must be 'paper' or 'released', got {self.reward_form!r}")
+        if not 0.0 <= self.curiosity_target_rate <= 1.0:
+            raise ValueError(f"curiosity_target_rate (H) must lie in [0, 1], got {self.curiosity_target_rate}")
+        if self.curiosity_coef < 0 or self.penalty_coef < 0 or self.penalty_free_ops < 0:
+            raise ValueError("curiosity_coef, penalty_coef and penalty_free_ops must be >= 0")
+
+    def shaped_kwargs(self) -> dict[str, Any]:
+        return {
+            "target_rate": self.curiosity_target_rate,
+            "max_ops": self.penalty_free_ops,
+            "curiosity_coef": self.curiosity_coef,
+            "penalty_coef": self.penalty_coef,
+            "form": self.reward_form,
+        }

@@ -1,0 +1,109 @@
+"""The `pxr` command (DESIGN §3): run a notebook stage or the pipeline with params files, inspect parameters,
+list runs.
+
+    pxr run 20_train_sft paper -p learning_rate=2e-6     # outputs/20_train_sft/paper/
+    pxr pipeline smoke [--force]                          # every stage with params/<stem>/smoke.yaml, in order
+    pxr params 00_visual_ops_tour smoke                   # the notebook's parameters and the merged values
+    pxr runs                                              # what ran, its state, duration, headline metric
+
+Tests: tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pxr import params as P
+from pxr import runs
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    result = runs.run_stage(args.stem, args.run, args.param, log_output=args.log_output)
+    print(f"[pxr] {result.stem}/{result.run} finished in {result.seconds:.1f}s -> {result.output_dir}")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    results = runs.run_pipeline(args.run, force=args.force, log_output=args.log_output)
+    rows = [
+        {"stage": r.stem, "state": r.state, "seconds": f"{r.seconds:.1f}", "results": str(r.output_dir)}
+        for r in results
+    ]
+    print("\n" + _table(rows, ["stage", "state", "seconds", "results"]))
+    return 0
+
+
+def cmd_params(args) -> int:
+    stem = P.resolve_stem(args.stem)
+    declared = P.notebook_parameters(stem)
+    merged = runs.stage_params(stem, args.run, args.param) if args.run else {}
+    rows = [
+        {
+            "name": name,
+            "default": d["default"],
+            "value": repr(merged[name]) if name in merged else "",
+            "help": d["help"],
+        }
+        for name, d in declared.items()
+    ]
+    print(f"{stem}: runs {', '.join(P.run_names(stem)) or '(none)'}\n")
+    print(_table(rows, ["name", "default", "value", "help"] if args.run else ["name", "default", "help"]))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    rows = runs.list_runs()
+    print(
+        _table(rows, ["stage", "run", "state", "seconds", "headline", "started"]) if rows else "no runs under outputs/"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pxr", description="Pixel Reasoner notebooks, run with params files.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one notebook stage with params/<stem>/base.yaml + <run>.yaml")
+    run.add_argument("stem", help="notebook stem or a unique prefix of it, e.g. 00_visual_ops_tour or 00")
+    run.add_argument("run", help="run name: the params file stem, e.g. smoke, toy, paper")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
+    run.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
+    run.set_defaults(func=cmd_run)
+
+    pipe = sub.add_parser("pipeline", help="run every stage that has params/<stem>/<run>.yaml, in order")
+    pipe.add_argument("run")
+    pipe.add_argument("--force", action="store_true", help="redo stages that finished before")
+    pipe.add_argument("--log-output", action="store_true")
+    pipe.set_defaults(func=cmd_pipeline)
+
+    par = sub.add_parser("params", help="show a notebook's parameters (and the merged values of a run)")
+    par.add_argument("stem")
+    par.add_argument("run", nargs="?")
+    par.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    par.set_defaults(func=cmd_params)
+
+    lst = sub.add_parser("runs", help="list runs under outputs/")
+    lst.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (P.ParamError, runs.StageFailed) as err:
+        print(f"pxr: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

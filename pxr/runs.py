@@ -1,0 +1,205 @@
+"""Runs of the notebooks and their records (DESIGN §4): `outputs/<stem>/<run>/` holds `executed.ipynb`,
+`params.yaml` (merged), `metrics.json` (flat headline figures, written by the notebook) and `run.json` (git SHA,
+dirty flag, host, accelerator, start/end, state).
+
+`run_stage` executes one notebook with papermill (kernel `python3`, working directory the repo root, saved after
+every cell so a crash leaves a readable partial log); `run_pipeline` runs every stage that has a params file for
+the run, in order, skipping finished runs whose parameters are unchanged. Notebooks call `output_dir_for` and
+`write_metrics`.
+
+Tests: tests/test_runs.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pxr import params as P
+
+OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
+
+
+class StageFailed(RuntimeError):
+    """A notebook raised; the message names the cell and where the partial log is."""
+
+
+@dataclass
+class StageResult:
+    stem: str
+    run: str
+    state: str  # finished | failed | skipped
+    output_dir: Path
+    seconds: float
+
+
+def output_dir_for(output_dir: str, stem: str) -> Path:
+    """The notebook's output folder: the one `pxr run` passes, or a fresh temp folder for interactive and nbval
+    runs (so exploring never writes into outputs/)."""
+    path = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"pxr-{stem}-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise TypeError(f"metrics must be flat scalars; got {type(value).__name__}")
+
+
+def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Add `metrics` to the run's flat metrics.json (the headline figure first); returns its path."""
+    path = Path(output_dir) / "metrics.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update({str(k): _jsonable(v) for k, v in metrics.items()})
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=P.repo_root(), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def environment_info() -> dict[str, Any]:
+    """What a reader needs to trust a run: code version, machine, accelerator."""
+    import torch
+
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    return {
+        "git_sha": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "accelerator": ", ".join(gpus) if gpus else "cpu",
+    }
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_run(folder: Path) -> dict[str, Any]:
+    path = folder / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_stage(stem: str, run: str, overrides=(), *, log_output: bool = False, progress: bool = True) -> StageResult:
+    """Execute notebook `stem` with the parameters of `run` into outputs/<stem>/<run>/."""
+    import papermill
+
+    stem = P.resolve_stem(stem)
+    params = stage_params(stem, run, overrides)
+    out = P.repo_root() / "outputs" / stem / run
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (out / "metrics.json").unlink(missing_ok=True)  # written afresh by this run's notebook
+    record = {"stem": stem, "run": run, "state": "running", "started": _now(), "params_hash": params_hash(params)}
+    record.update(environment_info())
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    start = time.monotonic()
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(P.notebook_path(stem)),
+            str(out / "executed.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(P.repo_root()),
+            log_output=log_output,
+            progress_bar=progress,
+        )
+    except papermill.PapermillExecutionError as err:
+        error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
+    except Exception as err:  # kernel death, bad notebook: still leave a run.json that says so
+        error = f"{type(err).__name__}: {err}"
+    seconds = time.monotonic() - start
+    if not (out / "metrics.json").exists():
+        write_metrics(out, {})
+    record.update(state="failed" if error else "finished", ended=_now(), seconds=round(seconds, 1), error=error)
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    if error:
+        raise StageFailed(f"{stem}/{run} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
+    return StageResult(stem, run, "finished", out, seconds)
+
+
+def pipeline_stages(run: str) -> list[str]:
+    """Stages that take part in `run`: those with params/<stem>/<run>.yaml, in notebook order."""
+    return [s for s in P.stems() if (P.repo_root() / "params" / s / f"{run}.yaml").exists()]
+
+
+def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> list[StageResult]:
+    """Every stage of `run` in order; a finished stage with the same parameters is skipped unless `force`."""
+    stages = pipeline_stages(run)
+    if not stages:
+        raise P.ParamError(f"no stage has a params file for run {run!r} (looked for params/*/{run}.yaml)")
+    results = []
+    for stem in stages:
+        out = P.repo_root() / "outputs" / stem / run
+        previous = read_run(out)
+        unchanged = previous.get("params_hash") == params_hash(stage_params(stem, run))
+        if not force and previous.get("state") == "finished" and unchanged:
+            print(f"[pxr] {stem}/{run}: finished before, skipped (--force to redo)")
+            results.append(StageResult(stem, run, "skipped", out, previous.get("seconds", 0.0)))
+            continue
+        print(f"[pxr] {stem}/{run}: running")
+        results.append(run_stage(stem, run, log_output=log_output))
+    return results
+
+
+def stage_params(stem: str, run: str, overrides=()) -> dict[str, Any]:
+    """The merged, validated parameters of a stage run, with `output_dir` pointing at its outputs/ folder."""
+    params = P.load_params(stem, run, overrides)
+    if "output_dir" in P.notebook_parameters(stem):
+        params["output_dir"] = str((P.repo_root() / "outputs" / stem / run).relative_to(P.repo_root()))
+    return params
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """One row per run folder under outputs/: stage, run, state, duration, first (headline) metric."""
+    rows = []
+    for run_json in sorted((P.repo_root() / "outputs").glob("*/*/run.json")):
+        record = json.loads(run_json.read_text())
+        metrics_path = run_json.parent / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        headline = next(iter(metrics.items()), None)
+        rows.append(
+            {
+                "stage": run_json.parent.parent.name,
+                "run": run_json.parent.name,
+                "state": record.get("state", "?"),
+                "seconds": record.get("seconds"),
+                "headline": f"{headline[0]}={headline[1]}" if headline else "",
+                "started": record.get("started", ""),
+            }
+        )
+    return rows

@@ -1,0 +1,68 @@
+"""pxr.params: merging base + run + overrides, and rejecting what the notebook does not declare."""
+
+import pytest
+
+from pxr import params
+from pxr.params import ParamError
+
+
+def test_base_then_run_then_overrides(fake_repo):
+    assert params.load_params("00_first", "smoke") == {"steps": 3, "name": "smoke"}
+    assert params.load_params("00_first", "toy", ["steps=7", "scale=1e-3"]) == {"steps": 7, "scale": 0.001}
+    assert params.load_params("00_first", "base") == {"steps": 3}
+
+
+def test_override_values_are_read_as_yaml():
+    assert params.parse_override("lr=1e-6") == ("lr", 1e-6)
+    assert params.parse_override("names=[a, b]") == ("names", ["a", "b"])
+    assert params.parse_override("path=runs/x:y") == ("path", "runs/x:y")
+    assert params.parse_override("flag=true") == ("flag", True)
+    with pytest.raises(ParamError, match="key=value"):
+        params.parse_override("no-equals-sign")
+
+
+def test_unknown_names_are_errors_with_suggestions(fake_repo):
+    with pytest.raises(ParamError, match=r"unknown parameter 'stesp' \(did you mean steps\?\)"):
+        params.load_params("00_first", "smoke", ["stesp=4"])
+
+
+@pytest.mark.parametrize(
+    ("override", "ok"),
+    [("scale=2", True), ("steps=2.5", False), ("steps=true", False), ("name=3", False), ("name=null", True)],
+)
+def test_values_must_fit_the_type_of_the_default(fake_repo, override, ok):
+    if ok:
+        params.load_params("00_first", "smoke", [override])
+    else:
+        with pytest.raises(ParamError, match="the notebook's default"):
+            params.load_params("00_first", "smoke", [override])
+
+
+def test_missing_run_file_lists_the_runs(fake_repo):
+    with pytest.raises(ParamError, match="runs of 00_first: base, smoke, toy"):
+        params.load_params("00_first", "paper")
+
+
+def test_bad_yaml_is_reported(fake_repo):
+    (fake_repo / "params" / "00_first" / "broken.yaml").write_text("steps: [1\n")
+    with pytest.raises(ParamError, match="not valid YAML"):
+        params.load_params("00_first", "broken")
+    (fake_repo / "params" / "00_first" / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ParamError, match="must map parameter names"):
+        params.load_params("00_first", "list")
+
+
+def test_stems_resolve_by_unique_prefix(fake_repo):
+    assert params.stems() == ["00_first", "10_second"]
+    assert params.resolve_stem("10") == "10_second"
+    with pytest.raises(ParamError, match="unknown notebook"):
+        params.resolve_stem("99")
+
+
+def test_real_notebooks_declare_their_parameters_with_help():
+    for stem in params.stems():
+        declared = params.notebook_parameters(stem)
+        assert declared, stem
+        assert all(p["help"] for p in declared.values()), f"{stem}: every parameter needs a trailing comment"
+        for run in params.run_names(stem):
+            params.load_params(stem, run)  # every committed params file validates

@@ -1,0 +1,70 @@
+"""pxr.runs and the `pxr` command: papermill runs into outputs/<stem>/<run>/, the pipeline, the run list.
+Everything happens in a fake checkout under tmp_path."""
+
+import pytest
+
+from pxr import cli, runs
+from pxr.runs import StageFailed
+from tests.conftest import read_json
+
+
+def test_run_stage_writes_the_four_record_files(fake_repo):
+    result = runs.run_stage("00_first", "toy", ["scale=2.0"], progress=False)
+    out = fake_repo / "outputs" / "00_first" / "toy"
+    assert result.state == "finished" and result.output_dir == out
+    assert sorted(p.name for p in out.iterdir()) == sorted(runs.OUTPUT_FILES)
+    assert read_json(out / "metrics.json") == {"score": 10.0, "name": "x"}
+    record = read_json(out / "run.json")
+    assert record["state"] == "finished" and record["seconds"] > 0 and record["accelerator"] == "cpu"
+    assert {"git_sha", "git_dirty", "host", "started", "ended", "params_hash"} <= set(record)
+    assert (
+        "steps: 5" in (out / "params.yaml").read_text()
+        and "output_dir: outputs/00_first/toy" in (out / "params.yaml").read_text()
+    )
+
+
+def test_failing_notebook_leaves_a_partial_log_and_a_failed_record(fake_repo):
+    with pytest.raises(StageFailed, match="AssertionError: steps must be >= 0") as err:
+        runs.run_stage("00_first", "smoke", ["steps=-1"], progress=False)
+    out = fake_repo / "outputs" / "00_first" / "smoke"
+    assert "partial log" in str(err.value) and (out / "executed.ipynb").exists()
+    assert read_json(out / "run.json")["state"] == "failed"
+
+
+def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys):
+    first = runs.run_pipeline("smoke")
+    assert [(r.stem, r.state) for r in first] == [("00_first", "finished"), ("10_second", "finished")]
+    again = runs.run_pipeline("smoke")
+    assert [r.state for r in again] == ["skipped", "skipped"]
+    (fake_repo / "params" / "10_second" / "smoke.yaml").write_text("name: changed\n")
+    assert [r.state for r in runs.run_pipeline("smoke")] == ["skipped", "finished"]  # changed params rerun
+    assert [r.state for r in runs.run_pipeline("smoke", force=True)] == ["finished", "finished"]
+    assert [r.stem for r in runs.run_pipeline("toy")] == ["00_first"]  # only stages with a toy.yaml
+
+
+def test_runs_listing_and_cli(fake_repo, capsys):
+    assert cli.main(["run", "00", "smoke", "-p", "steps=4"]) == 0
+    assert cli.main(["runs"]) == 0
+    listing = capsys.readouterr().out
+    assert "00_first" in listing and "finished" in listing and "score=2.0" in listing
+    assert runs.list_runs()[0]["headline"] == "score=2.0"
+    assert cli.main(["run", "00", "smoke", "-p", "stepz=4"]) == 1
+    assert "unknown parameter 'stepz' (did you mean steps?)" in capsys.readouterr().err
+    assert cli.main(["params", "00_first", "toy"]) == 0
+    assert "training steps" in capsys.readouterr().out
+    assert cli.main(["pipeline", "nothing"]) == 1
+
+
+def test_write_metrics_keeps_them_flat(tmp_path):
+    import numpy as np
+
+    runs.write_metrics(tmp_path, {"accuracy": np.float32(0.5), "n": 3})
+    runs.write_metrics(tmp_path, {"rapr": float("nan")})
+    assert read_json(tmp_path / "metrics.json") == {"accuracy": 0.5, "n": 3, "rapr": None}
+    with pytest.raises(TypeError, match="flat scalars"):
+        runs.write_metrics(tmp_path, {"curve": [1, 2]})
+
+
+def test_output_dir_defaults_to_a_temp_folder():
+    path = runs.output_dir_for("", "00_visual_ops_tour")
+    assert path.exists() and "outputs" not in path.parts
