@@ -1,0 +1,173 @@
+"""Rendering helpers for the notebooks (DESIGN §1, `viz.py`): boxes on images, images side by side at their true
+aspect ratio, pixel-exact upscaling, numbered frame strips and markdown tables.
+
+Everything returns a value (a PIL image, a matplotlib Figure, a string) for the notebook to display; nothing calls
+`plt.show()` or touches pyplot's global figure list, so the helpers work under any backend, Agg included, and do
+not leak figures in long papermill runs. Figures come from `matplotlib.figure.Figure` directly; Jupyter displays
+a returned Figure as a PNG.
+
+Tests: tests/test_viz.py.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from pxr.scenes import contrast_ink
+
+
+def _box_list(boxes) -> list[Sequence[float]]:
+    boxes = list(boxes)
+    # A single flat box is common enough in notebooks ("draw the cue box") to accept without wrapping.
+    if len(boxes) == 4 and all(isinstance(v, numbers.Real) for v in boxes):
+        return [boxes]
+    return boxes
+
+
+def _tag(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, *, fill, font, padding: int,
+         fit: tuple[int, int] | None = None, above: bool = False) -> None:
+    """A filled label whose top-left (bottom-left with `above`, if it fits) corner is `xy`, kept inside `fit`."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tag_w, tag_h = right - left + 2 * padding, bottom - top + 2 * padding
+    x, y = xy
+    if above and y >= tag_h:
+        y -= tag_h
+    if fit is not None:
+        x, y = max(0, min(x, fit[0] - tag_w)), max(0, min(y, fit[1] - tag_h))
+    draw.rectangle([x, y, x + tag_w - 1, y + tag_h - 1], fill=fill)
+    draw.text((x + padding - left, y + padding - top), text, font=font, fill=contrast_ink(fill))
+
+
+def draw_boxes(image: Image.Image, boxes, *, labels: Sequence[str] | None = None, color=(255, 40, 40),
+               width: int | None = None, normalized: bool = False, width_frac: float = 0.003,
+               label_height_frac: float = 0.025) -> Image.Image:
+    """A copy of `image` with box outlines (and labels such as "1", "2" in filled tags at their top-left corners).
+
+    Boxes are [x1, y1, x2, y2], end-exclusive pixels (or fractions of the size with `normalized=True`); the outline
+    is drawn inside each box. Line width and label size scale with the image's long side unless given.
+    """
+    out = image.convert("RGB")  # convert always copies, so the caller's image is never drawn on
+    w, h = out.size
+    boxes = _box_list(boxes)
+    if labels is not None and len(labels) != len(boxes):
+        raise ValueError(f"got {len(labels)} labels for {len(boxes)} boxes")
+    line = width if width is not None else max(2, round(width_frac * max(w, h)))
+    font = ImageFont.load_default(size=max(10, round(label_height_frac * max(w, h))))
+    draw = ImageDraw.Draw(out)
+    for i, box in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if normalized:
+            x1, y1, x2, y2 = x1 * w, y1 * h, x2 * w, y2 * h
+        x1, y1, x2, y2 = round(x1), round(y1), round(x2) - 1, round(y2) - 1
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=line)
+        if labels is not None:
+            # Above the box where there is room, so the label hides nothing inside it.
+            _tag(draw, (x1, y1), str(labels[i]), fill=color, font=font, padding=line, fit=(w, h), above=True)
+    return out
+
+
+def pixelated(image: Image.Image, scale: float) -> Image.Image:
+    """Nearest-neighbour upscaling, so a tiny crop shows its real pixels instead of a smoothed blur."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    w, h = image.size
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
+
+
+def show_images(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str] | None = None, *,
+                height: float = 3.0, max_cols: int = 6, padding: float = 0.15, title_height: float = 0.35,
+                title_fontsize: float = 9.0) -> Figure:
+    """Images side by side, each `height` inches tall at its true aspect ratio, wrapped after `max_cols`.
+
+    `titles=None` captions each image with its size ("448x308"), the thing one most often needs to see; empty
+    strings show no title. Pixels are shown with nearest interpolation (no smoothing).
+    """
+    arrays = [np.asarray(image) for image in images]
+    if not arrays:
+        raise ValueError("show_images needs at least one image")
+    if titles is None:
+        titles = [f"{a.shape[1]}x{a.shape[0]}" for a in arrays]
+    if len(titles) != len(arrays):
+        raise ValueError(f"got {len(titles)} titles for {len(arrays)} images")
+    rows = [list(range(start, min(start + max_cols, len(arrays)))) for start in range(0, len(arrays), max_cols)]
+    widths = [height * a.shape[1] / a.shape[0] for a in arrays]
+    row_height = height + title_height + padding
+    fig_w = max(sum(widths[i] for i in row) + padding * (len(row) + 1) for row in rows)
+    fig_h = len(rows) * row_height + padding
+    fig = Figure(figsize=(fig_w, fig_h))
+    for r, row in enumerate(rows):
+        x = padding
+        bottom = fig_h - (r + 1) * row_height
+        for i in row:
+            ax = fig.add_axes((x / fig_w, bottom / fig_h, widths[i] / fig_w, height / fig_h))
+            gray = arrays[i].ndim == 2
+            ax.imshow(arrays[i], interpolation="nearest", cmap="gray" if gray else None,
+                      vmin=0 if gray else None, vmax=255 if gray else None)
+            ax.set_axis_off()
+            if titles[i]:
+                ax.set_title(titles[i], fontsize=title_fontsize)
+            x += widths[i] + padding
+    return fig
+
+
+def frame_strip(frames: Sequence[Image.Image], *, highlight: Iterable[int] = (), numbers: bool = True,
+                gap: int = 4, frame_height: int | None = None, highlight_color=(255, 40, 40),
+                outline_width: int | None = None, outline_frac: float = 0.025, number_height_frac: float = 0.14,
+                background=(255, 255, 255)) -> Image.Image:
+    """Frames in one row, `gap` pixels apart, each tagged with its 1-based number; `highlight` numbers are outlined.
+
+    Frames are scaled to `frame_height` (default: the first frame's height) keeping their aspect ratio, so the strip
+    is `sum(widths) + gap * (n - 1)` wide and `frame_height` tall; outlines are drawn inside the frames.
+    """
+    if not frames:
+        raise ValueError("frame_strip needs at least one frame")
+    strip_h = frame_height or frames[0].size[1]
+    scaled = [f.convert("RGB").resize((max(1, round(f.size[0] * strip_h / f.size[1])), strip_h), Image.BILINEAR)
+              if f.size[1] != strip_h else f.convert("RGB") for f in frames]
+    highlighted = set(highlight)
+    unknown = highlighted - set(range(1, len(frames) + 1))
+    if unknown:
+        raise ValueError(f"highlight numbers {sorted(unknown)} are outside 1..{len(frames)}")
+    strip = Image.new("RGB", (sum(f.size[0] for f in scaled) + gap * (len(scaled) - 1), strip_h), background)
+    draw = ImageDraw.Draw(strip)
+    line = outline_width or max(2, round(outline_frac * strip_h))
+    font = ImageFont.load_default(size=max(9, round(number_height_frac * strip_h)))
+    x = 0
+    for number, frame in enumerate(scaled, start=1):
+        strip.paste(frame, (x, 0))
+        if number in highlighted:
+            draw.rectangle([x, 0, x + frame.size[0] - 1, strip_h - 1], outline=highlight_color, width=line)
+        if numbers:
+            tag_fill = highlight_color if number in highlighted else (0, 0, 0)
+            _tag(draw, (x + line, line), str(number), fill=tag_fill, font=font, padding=max(1, line // 2))
+        x += frame.size[0] + gap
+    return strip
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        text = f"{float(value):.4g}"
+    else:
+        text = str(value)
+    # A pipe would split the cell and a newline would end the row.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """A GitHub-markdown table of `rows` (missing keys and None as empty cells, floats to 4 significant digits).
+
+    `columns` defaults to every key in order of first appearance. Display in a notebook with
+    `IPython.display.Markdown(markdown_table(rows))`.
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
