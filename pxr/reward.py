@@ -31,9 +31,15 @@ _RELEASED_CURIOSITY_SCALE = 0.25
 # The released code divided the video bonus by 1.5 instead of 2, i.e. α is 4/3 larger for videos.
 _RELEASED_VIDEO_FACTOR = 4 / 3
 
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
-    "seventeen eighteen nineteen twenty".split()
-_NUMBER_WORDS = {word: i for i, word in enumerate(_UNITS)}
+_NUMBER_WORDS = {
+    word: i
+    for i, word in enumerate(
+        (
+            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+            "eighteen nineteen twenty"
+        ).split()
+    )
+}
 _NUMBER_WORDS |= {w: 10 * i for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
 _NUMBER_WORDS["dozen"] = 12
 _DIGITS = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
@@ -232,9 +238,17 @@ def pixel_reasoning_rate(n_ops: Sequence[int]) -> float:
     return sum(n > 0 for n in counts) / len(counts)
 
 
-def shaped_reward_terms(correct: Sequence[float], n_ops: Sequence[int], *, target_rate: float = 0.3, max_ops: int = 1,
-                        curiosity_coef: float = 0.5, penalty_coef: float = 0.05, form: str = "paper",
-                        is_video: bool = False) -> RewardTerms:
+def shaped_reward_terms(
+    correct: Sequence[float],
+    n_ops: Sequence[int],
+    *,
+    target_rate: float = 0.3,
+    max_ops: int = 1,
+    curiosity_coef: float = 0.5,
+    penalty_coef: float = 0.05,
+    form: str = "paper",
+    is_video: bool = False,
+) -> RewardTerms:
     """The breakdown of `shaped_rewards` (same arguments): correctness, curiosity, penalty, total, and RaPR."""
     if form not in REWARD_FORMS:
         raise ValueError(f"unknown reward form {form!r}; choose one of {', '.join(REWARD_FORMS)}")
@@ -248,13 +262,21 @@ def shaped_reward_terms(correct: Sequence[float], n_ops: Sequence[int], *, targe
         bonus *= (_RELEASED_VIDEO_FACTOR if is_video else 1.0) * _RELEASED_CURIOSITY_SCALE / rapr
     curiosity = [bonus if n > 0 else 0.0 for n in counts]
     penalty = [penalty_coef * min(max_ops - n, 0) for n in counts]
-    total = [r + c + p for r, c, p in zip(correctness, curiosity, penalty)]
+    total = [r + c + p for r, c, p in zip(correctness, curiosity, penalty, strict=True)]
     return RewardTerms(correctness, curiosity, penalty, total, rapr)
 
 
-def shaped_rewards(correct: Sequence[float], n_ops: Sequence[int], *, target_rate: float = 0.3, max_ops: int = 1,
-                   curiosity_coef: float = 0.5, penalty_coef: float = 0.05, form: str = "paper",
-                   is_video: bool = False) -> list[float]:
+def shaped_rewards(
+    correct: Sequence[float],
+    n_ops: Sequence[int],
+    *,
+    target_rate: float = 0.3,
+    max_ops: int = 1,
+    curiosity_coef: float = 0.5,
+    penalty_coef: float = 0.05,
+    form: str = "paper",
+    is_video: bool = False,
+) -> list[float]:
     """The curiosity-shaped rewards of one query's group of rollouts (paper §4, SPEC §4.2):
 
         r'(x, y) = r(x, y) + α · max(H − RaPR(x), 0) · 1_PR(y) + β · min(N − n_vo(y), 0)
@@ -264,16 +286,30 @@ def shaped_rewards(correct: Sequence[float], n_ops: Sequence[int], *, target_rat
     curiosity term by 0.25/RaPR and, for videos (`is_video`), α by 4/3, as the released code did; in the paper form
     `is_video` changes nothing. The group must be complete (gathered across processes) for RaPR to be right.
     """
-    return shaped_reward_terms(correct, n_ops, target_rate=target_rate, max_ops=max_ops,
-                               curiosity_coef=curiosity_coef, penalty_coef=penalty_coef, form=form,
-                               is_video=is_video).total
+    return shaped_reward_terms(
+        correct,
+        n_ops,
+        target_rate=target_rate,
+        max_ops=max_ops,
+        curiosity_coef=curiosity_coef,
+        penalty_coef=penalty_coef,
+        form=form,
+        is_video=is_video,
+    ).total
 
 
 _RECORD_KEYS = ("ops_requested", "ops_executed", "last_op_failed_unfixed", "ending")
 
 
-def group_rewards(records: Sequence[Mapping], correct: Sequence[float], *, count_failed_ops: bool = False,
-                  zero_if_unfixed_error: bool = False, zero_if_truncated: bool = True, **shaped_kwargs) -> RewardTerms:
+def group_rewards(
+    records: Sequence[Mapping],
+    correct: Sequence[float],
+    *,
+    count_failed_ops: bool = False,
+    zero_if_unfixed_error: bool = False,
+    zero_if_truncated: bool = True,
+    **shaped_kwargs,
+) -> RewardTerms:
     """Shaped rewards of a group from its episode records (SPEC §4.3 switches); same breakdown as shaped_reward_terms.
 
     `count_failed_ops` counts op requests (failed and refused ones too, as the released code did) instead of
@@ -289,7 +325,7 @@ def group_rewards(records: Sequence[Mapping], correct: Sequence[float], *, count
     if len(correctness) != len(records):
         raise ValueError(f"need one correctness per record, got {len(correctness)} for {len(records)} records")
     if zero_if_unfixed_error:
-        correctness = [0.0 if rec["last_op_failed_unfixed"] else r for rec, r in zip(records, correctness)]
+        correctness = [0.0 if rec["last_op_failed_unfixed"] else r for rec, r in zip(records, correctness, strict=True)]
     count_key = "ops_requested" if count_failed_ops else "ops_executed"
     terms = shaped_reward_terms(correctness, [rec[count_key] for rec in records], **shaped_kwargs)
     if not zero_if_truncated:
@@ -297,18 +333,27 @@ def group_rewards(records: Sequence[Mapping], correct: Sequence[float], *, count
     kept = [rec["ending"] != "truncated" for rec in records]
 
     def mask(values: list[float]) -> list[float]:
-        return [v if keep else 0.0 for v, keep in zip(values, kept)]
+        return [v if keep else 0.0 for v, keep in zip(values, kept, strict=True)]
 
-    return RewardTerms(mask(terms.correctness), mask(terms.curiosity), mask(terms.penalty), mask(terms.total),
-                       terms.rapr)
+    return RewardTerms(
+        mask(terms.correctness), mask(terms.curiosity), mask(terms.penalty), mask(terms.total), terms.rapr
+    )
 
 
 def curiosity_table(group_size: int = 8, **shaped_kwargs) -> list[dict]:
     """For k = 0..G single-op rollouts in a group: RaPR and the bonus each of them gets, in both forms."""
+    shaped_kwargs.pop("form", None)  # the table shows every form side by side
     rows = []
     for k in range(group_size + 1):
         n_ops = [1] * k + [0] * (group_size - k)
-        terms = {form: shaped_reward_terms([0] * group_size, n_ops, form=form, **shaped_kwargs) for form in REWARD_FORMS}
-        rows.append({"k": k, "rapr": terms["paper"].rapr,
-                     **{f"bonus_{form}": t.curiosity[0] if k else 0.0 for form, t in terms.items()}})
+        terms = {
+            form: shaped_reward_terms([0] * group_size, n_ops, form=form, **shaped_kwargs) for form in REWARD_FORMS
+        }
+        rows.append(
+            {
+                "k": k,
+                "rapr": terms["paper"].rapr,
+                **{f"bonus_{form}": t.curiosity[0] if k else 0.0 for form, t in terms.items()},
+            }
+        )
     return rows
