@@ -371,3 +371,44 @@ def choice_letter(answer: str, options: list[str] | None = None) -> str | None:
 
 def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", s.lower())).strip()
+
+
+# ----------------------------------------------------------------------------------------------- conversations
+
+
+def user_content(question: str, n_images: int, *, is_video: bool = False, options=None, variant: str = "pixel"):
+    """The first user turn's content: the visual input as image placeholders, then the question and guideline.
+    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4)."""
+    if is_video:
+        content = []
+        for k in range(1, n_images + 1):
+            content += [{"type": "text", "text": f"Frame {k}:"}, {"type": "image"}]
+    else:
+        content = [{"type": "image"} for _ in range(n_images)]
+    return content + [{"type": "text", "text": user_text(question, options, variant)}]
+
+
+def observation_message(text: str, n_images: int, variant: str = "pixel") -> dict:
+    """An op's result as a chat message, the same in SFT data, RL, eval and the demo: a `tool` turn (rendered as
+    `<tool_response>` by the template) with the line first and the images after it; the released format has no
+    wrapper, so there it is a plain user turn."""
+    role = "user" if variant == "pixel-reasoner-v1" else "tool"
+    return {"role": role, "content": [{"type": "text", "text": text}] + [{"type": "image"}] * n_images}
+
+
+def build_messages(question: str, n_inputs: int, turns, *, is_video=False, options=None, variant="pixel") -> list[dict]:
+    """The chat of an episode so far. `turns` are (role, text, n_images) with role "assistant" or "observation";
+    image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images."""
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(variant)}]},
+        {
+            "role": "user",
+            "content": user_content(question, n_inputs, is_video=is_video, options=options, variant=variant),
+        },
+    ]
+    for role, text, n_images in turns:
+        if role == "assistant":
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+        else:
+            messages.append(observation_message(text, n_images, variant))
+    return messages

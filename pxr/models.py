@@ -1,0 +1,277 @@
+"""Models: load a Qwen-style VLM and its processor by hub id or local path, build the tiny offline model, LoRA
+settings (DESIGN §5; reference/stack-notes.md §2 and §5).
+
+`load_model` works the same for `Qwen/Qwen2.5-VL-7B-Instruct`, the released `TIGER-Lab/PixelReasoner-RL-v1` and a
+directory written by `build_tiny_model`: it sets the tool-capable chat template (TRL's `qwen3_vl` template, which
+TRL's tool parsing and assistant-only masks recognise), left padding for batched generation, and processor pixel
+limits wide enough that images the episode already fitted to their budgets pass through unchanged.
+
+Without torchvision (these CPU machines) the stock Qwen-VL processors cannot be built, because they insist on a video
+processor; `ImageOnlyProcessor` drops it (video frames go in as images, SPEC §1.4) and is registered so that
+`AutoProcessor.from_pretrained` finds it.
+
+Tests: tests/test_models.py.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    GenerationConfig,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+)
+from transformers.utils import is_torchvision_available
+
+from pxr import protocol
+from pxr.config import EpisodeConfig
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+# Added as ordinary tokens, as in Qwen, so they survive skip_special_tokens=True and tool calls can be parsed.
+TEXT_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+# Qwen's pre-tokenizer split: contractions, letter runs, single digits, punctuation runs, newlines, spaces.
+QWEN_SPLIT_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+# Sizes of the offline model. mrope_section must sum to head_dim / 2 (head_dim = hidden / heads).
+MODEL_SIZES = {
+    "tiny": {  # ~0.8M parameters: unit tests, smoke runs
+        "text": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, mrope_section=[4, 6, 6]),
+        "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1]),
+        "vocab_size": 2048,
+    },
+    "small": {  # a few M parameters: the toy reproduction on 2 CPU cores
+        "text": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, mrope_section=[8, 12, 12]),
+        "vision": dict(depth=4, hidden_size=128, intermediate_size=384, num_heads=4, fullatt_block_indexes=[1, 3]),
+        "vocab_size": 4096,
+    },
+}  # fmt: skip
+
+
+class ImageOnlyProcessor(Qwen2_5_VLProcessor):
+    """A Qwen2.5-VL processor without a video processor, for machines without torchvision."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        # The attributes a processor saves and reloads are read from this signature: no video_processor here.
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+if not is_torchvision_available():
+    AutoProcessor.register(Qwen2_5_VLConfig, ImageOnlyProcessor, exist_ok=True)
+
+
+def tool_chat_template() -> str:
+    """TRL's Qwen3-VL template: Hermes tool calls, tool turns that carry images, Qwen2.5-VL's special tokens."""
+    from trl.chat_template_utils import qwen3_vl_chat_template
+
+    return qwen3_vl_chat_template
+
+
+def set_pixel_limits(processor, config: EpisodeConfig) -> None:
+    """Processor limits that contain every budget of `config`, so pre-sized images are not resized again (the
+    episode already put each image on the 28 px grid inside its own budget)."""
+    low = min(config.image_min_pixels, config.crop_min_pixels, config.frame_min_pixels)
+    high = max(config.image_max_pixels, config.crop_max_pixels, config.frame_max_pixels, config.video_frame_max_pixels)
+    processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
+
+
+def lora_config(rank: int = 16, alpha: int = 32, dropout: float = 0.05):
+    """LoRA on the language model only: the vision MLP reuses the names gate/up/down_proj, so a plain name list
+    would adapt the vision tower too (stack-notes §5)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+    lora=None,
+    episode_config: EpisodeConfig | None = None,
+):
+    """Model and processor by hub id or local directory, ready for pxr's rollouts and trainers.
+
+    Args:
+        name_or_path: e.g. "Qwen/Qwen2.5-VL-7B-Instruct", "TIGER-Lab/PixelReasoner-RL-v1", or a local directory.
+        dtype: "auto" (the checkpoint's), "bfloat16", "float32", or a torch dtype.
+        device: "cpu", "cuda", "cuda:1"; default cuda when available.
+        lora: a peft LoraConfig (see `lora_config`) to wrap the model with, or None.
+        episode_config: the pixel budgets the processor must admit.
+    """
+    path = Path(name_or_path)
+    if (path.parent != Path(".") or str(name_or_path).startswith((".", "/"))) and not path.exists():
+        raise FileNotFoundError(
+            f"model path {path} not found: build one with pxr.models.build_tiny_model or give a hub id"
+        )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    processor = load_processor(name_or_path)
+    set_pixel_limits(processor, episode_config or EpisodeConfig())
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype).to(device)
+    model.eval()
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+    return model, processor
+
+
+def load_processor(name_or_path: str | Path):
+    """The processor with the tool template and left padding; the image-only one where torchvision is missing."""
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        # A stock Qwen-VL checkpoint names a processor that needs torchvision (or a tiny model built on a CPU machine
+        # names the image-only one on a machine that has torchvision): build the image-only processor directly.
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        processor = ImageOnlyProcessor(
+            image_processor=AutoImageProcessor.from_pretrained(name_or_path),
+            tokenizer=AutoTokenizer.from_pretrained(name_or_path),
+        )
+    processor.chat_template = tool_chat_template()
+    processor.tokenizer.chat_template = processor.chat_template
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+# ------------------------------------------------------------------------------------------- the tiny model
+
+
+def default_corpus(seed: int = 0, n_samples: int = 400) -> list[str]:
+    """Texts the tiny tokenizer is trained on: every prompt variant, tool calls, observations, scene questions."""
+    from pxr import scenes
+
+    rng = random.Random(seed)
+    texts = [protocol.system_prompt(v) for v in protocol.PROMPT_VARIANTS]
+    texts += [
+        protocol.user_text("What digit is written inside the red triangle?", None, v) for v in protocol.PROMPT_VARIANTS
+    ]
+    texts.append(" ".join(f"{c} {s}" for c in scenes.COLOURS for s in scenes.SHAPES))
+    for _ in range(n_samples):
+        box = sorted(round(rng.random(), 3) for _ in range(2)) + sorted(round(rng.random(), 3) for _ in range(2))
+        box = [box[0], box[2], box[1], box[3]]
+        frames = sorted(rng.sample(range(1, 17), rng.randint(1, 4)))
+        texts += [
+            protocol.tool_call_text("zoom_in", {"bbox_2d": box, "target_image": rng.randint(1, 4)}),
+            protocol.tool_call_text("select_frames", {"target_frames": frames}),
+            protocol.zoom_observation_text(
+                "pixel", rng.randint(2, 9), 1, (rng.randint(1, 16) * 28, rng.randint(1, 16) * 28)
+            ),
+            protocol.frames_observation_text("pixel", [17, 18], frames[:2], (224, 168)),
+            f"The answer is \\boxed{{{rng.randint(0, 99)}}}. Option \\boxed{{{rng.choice('ABCD')}}}.",
+        ]
+    return texts
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE with Qwen's pre-tokenizer and special tokens, trained locally (no hub)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    state = json.loads(bpe.to_str())
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["model"]["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["model"]["vocab"],
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    tokenizer.add_tokens(TEXT_TOKENS)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_tiny_model(
+    out_dir: str | Path, *, seed: int = 0, size: str = "tiny", corpus: list[str] | None = None
+) -> Path:
+    """A randomly initialised Qwen2.5-VL with a locally trained tokenizer, saved so `load_model(out_dir)` reloads it.
+
+    Deterministic for a seed. `size`: "tiny" (~1M parameters, tests) or "small" (a few M, the toy reproduction).
+    """
+    from transformers import Qwen2VLImageProcessorPil
+
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    spec = MODEL_SIZES[size]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(corpus or default_corpus(seed), spec["vocab_size"])
+    template = tool_chat_template()
+    tokenizer.chat_template = template
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
+    if is_torchvision_available():
+        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    else:
+        processor = ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(spec["text"])
+    mrope_section = text.pop("mrope_section")
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), max_position_embeddings=16384, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **text,
+        ),
+        vision_config=dict(out_hidden_size=text["hidden_size"], patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, window_size=112, **spec["vision"]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

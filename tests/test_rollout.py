@@ -1,0 +1,138 @@
+"""pxr.rollout: the multi-turn loop checked deterministically with a scripted model, then run for real on the
+tiny model; records saved and read back."""
+
+import pytest
+import torch
+from PIL import Image
+
+from pxr import models, protocol
+from pxr.rollout import Query, RolloutConfig, generate_trajectories, load_trajectory_records, save_trajectories
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return models.load_model(models.build_tiny_model(tmp_path_factory.mktemp("tiny")), device="cpu")
+
+
+class ScriptedModel:
+    """Stands in for a VLM: answers each prompt with `script(prompt_text)` and records what it was given."""
+
+    def __init__(self, tokenizer, script, eos=True):
+        self.tokenizer, self.script, self.eos = tokenizer, script, eos
+        self.device = torch.device("cpu")
+        eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.generation_config = type("GenerationConfig", (), {"eos_token_id": [eos_id]})()
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask, image_grid_thw=None, max_new_tokens=16, **kwargs):
+        assert protocol.TOOL_CALL_CLOSE in kwargs["stop_strings"]
+        self.calls.append({"batch": input_ids.shape[0], "images": 0 if image_grid_thw is None else len(image_grid_thw)})
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask, strict=True):
+            prompt = self.tokenizer.decode(ids[mask.bool()].tolist())
+            new = self.tokenizer.encode(self.script(prompt))[:max_new_tokens]
+            if self.eos and len(new) < max_new_tokens:
+                new.append(self.generation_config.eos_token_id[0])
+            rows.append(ids.tolist() + new)
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        return torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+
+
+ZOOM = "The digit is too small. Let me zoom in.\n" + protocol.tool_call_text(
+    "zoom_in", {"bbox_2d": [0.2, 0.2, 0.6, 0.6]}
+)
+
+
+def zoom_then_answer(prompt):
+    return "I can read it now: \\boxed{7}" if "<tool_response>" in prompt else ZOOM
+
+
+def queries(n, size=(300, 200)):
+    return [
+        Query(
+            f"q{i}", "What digit is inside the red square?", images=[Image.new("RGB", size, (i * 20, 9, 9))], answer="7"
+        )
+        for i in range(n)
+    ]
+
+
+def test_scripted_zoom_then_answer(tiny):
+    _, processor = tiny
+    model = ScriptedModel(processor.tokenizer, zoom_then_answer)
+    [t] = generate_trajectories(model, processor, queries(1), progress=False)
+    assert [(turn.role, turn.trainable) for turn in t.turns] == [
+        ("assistant", True),
+        ("observation", False),
+        ("assistant", True),
+    ]
+    assert t.turns[0].text == ZOOM and t.turns[1].ok and t.turns[1].images == [2]
+    assert t.turns[1].text.startswith("Here is image 2: the zoomed region of image 1")
+    assert t.episode.ending == "answer" and t.episode.answer == "7" and t.episode.n_executed == 1
+    assert [c["images"] for c in model.calls] == [1, 2]  # the crop reached the second turn's input
+    assert t.generated_tokens == sum(turn.tokens for turn in t.turns) > 0 and t.prompt_tokens > 0
+
+
+def test_finished_episodes_leave_the_batch(tiny):
+    _, processor = tiny
+
+    def answer_first_query_at_once(prompt):
+        return "\\boxed{1}" if "rgb-marker-0" in prompt else zoom_then_answer(prompt)
+
+    model = ScriptedModel(processor.tokenizer, answer_first_query_at_once)
+    items = queries(5)
+    items[0].question += " rgb-marker-0"
+    trajectories = generate_trajectories(
+        model, processor, items, rollout_config=RolloutConfig(batch_size=3), progress=False
+    )
+    assert [c["batch"] for c in model.calls] == [3, 2, 2, 2]  # first batch: q0 answers in turn 1; then q3, q4
+    assert [t.query.id for t in trajectories] == ["q0", "q1", "q2", "q3", "q4"]
+    assert trajectories[0].episode.n_executed == 0 and all(t.episode.n_executed == 1 for t in trajectories[1:])
+
+
+def test_turn_cut_by_max_new_tokens_is_truncated(tiny):
+    _, processor = tiny
+    model = ScriptedModel(processor.tokenizer, lambda prompt: "thinking " * 50, eos=False)
+    [t] = generate_trajectories(
+        model, processor, queries(1), rollout_config=RolloutConfig(max_new_tokens=8), progress=False
+    )
+    assert t.episode.ending == "truncated" and t.turns[-1].tokens == 8
+
+
+def test_total_token_budget_ends_the_episode(tiny):
+    _, processor = tiny
+    model = ScriptedModel(processor.tokenizer, zoom_then_answer)
+    config = RolloutConfig(max_total_tokens=50)
+    [t] = generate_trajectories(model, processor, queries(1), rollout_config=config, progress=False)
+    assert t.episode.ending == "limit" and t.episode.limit_reason == "max_tokens"
+
+
+def test_text_after_the_tool_call_is_cut(tiny):
+    _, processor = tiny
+    model = ScriptedModel(processor.tokenizer, lambda p: "\\boxed{2}" if "<tool_response>" in p else ZOOM + " and more")
+    [t] = generate_trajectories(model, processor, queries(1), progress=False)
+    assert t.turns[0].text == ZOOM
+
+
+def test_video_query_frames_are_numbered_images(tiny):
+    _, processor = tiny
+    frames = [Image.new("RGB", (224, 168), (k * 15, 0, 0)) for k in range(16)]
+    select = protocol.tool_call_text("select_frames", {"target_frames": [4, 5]})
+    model = ScriptedModel(processor.tokenizer, lambda p: "\\boxed{3}" if "<tool_response>" in p else select)
+    [t] = generate_trajectories(model, processor, [Query("v", "Which digit flashes?", video=frames)], progress=False)
+    assert t.turns[1].images == [17, 18] and [c["images"] for c in model.calls] == [16, 18]
+    assert "Frame 16:" in processor.apply_chat_template(t.messages(), tokenize=False)
+
+
+def test_real_tiny_model_rollout_and_records(tiny, tmp_path):
+    model, processor = tiny
+    config = RolloutConfig(max_new_tokens=6, batch_size=4, temperature=1.0)
+    trajectories = generate_trajectories(model, processor, queries(3), rollout_config=config, progress=False)
+    assert all(t.episode.done and t.generated_tokens > 0 for t in trajectories)
+    path = save_trajectories(trajectories, tmp_path)
+    records = load_trajectory_records(path)
+    assert [r["id"] for r in records] == ["q0", "q1", "q2"]
+    image = records[0]["episode"]["images"][0]
+    assert (tmp_path / image["path"]).exists() and Image.open(tmp_path / image["path"]).size == tuple(
+        image["shown_size"]
+    )
