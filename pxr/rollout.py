@@ -135,7 +135,10 @@ def _generate_turn(model, processor, batch: list[Trajectory], config: RolloutCon
     tokenizer = processor.tokenizer
     texts = [processor.apply_chat_template(t.messages(), add_generation_prompt=True, tokenize=False) for t in batch]
     images = [image for t in batch for image in t.episode.shown_images]
-    inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(model.device)
+    # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
+    inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt", do_resize=False).to(
+        model.device
+    )
     prompt_width = inputs["input_ids"].shape[1]
     for t, n in zip(batch, inputs["attention_mask"].sum(dim=1).tolist(), strict=True):
         t.prompt_tokens = n

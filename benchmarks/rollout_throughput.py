@@ -1,0 +1,127 @@
+"""Throughput of the batched rollout engine against one episode at a time, on the same prompts, in one run.
+
+The tiny model is built locally with random weights, so on its own it would never call an op. A thin wrapper keeps
+all of its compute (every forward pass of `generate`, a fixed number of new tokens per turn) and only overwrites
+which tokens come out, so that zoom items call `zoom_in` on their first turn and answer on their second, while
+coarse items answer at once: the mix of one- and two-turn episodes a trained model produces.
+
+    .venv/bin/python benchmarks/rollout_throughput.py [--episodes 32] [--new-tokens 64] [--rss-episodes 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+
+import torch
+from PIL import Image
+
+from pxr import models, protocol
+from pxr.rollout import Query, RolloutConfig, generate_trajectories
+
+ZOOM_CALL = "Too small to read; zooming in.\n" + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.3, 0.3, 0.6, 0.6]})
+
+
+class ScriptedDecisions:
+    """The real model generates `n` tokens per turn; the tokens it returns are the script's, padded."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.device, self.generation_config = model.device, model.generation_config
+
+    def script(self, prompt: str) -> str:
+        if "[coarse]" in prompt or "<tool_response>" in prompt:
+            return "It is \\boxed{3}."
+        return ZOOM_CALL
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kwargs):
+        kwargs.pop("stop_strings", None)  # a fixed amount of compute per turn, whatever the random model writes
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            **kwargs,
+        )
+        eos, pad = self.generation_config.eos_token_id[0], self.tokenizer.pad_token_id
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask, strict=True):
+            new = self.tokenizer.encode(self.script(self.tokenizer.decode(ids[mask.bool()].tolist()))) + [eos]
+            rows.append(ids.tolist() + (new + [pad] * max_new_tokens)[:max_new_tokens])
+        assert out.shape[1] == input_ids.shape[1] + max_new_tokens
+        return torch.tensor(rows)
+
+
+def make_queries(n: int, images_per_query: int = 1) -> list[Query]:
+    items = []
+    for i in range(n):
+        kind = "coarse" if i % 2 else "zoom"
+        images = [Image.new("RGB", (896, 672), (40 + i % 200, 90, 30 * k)) for k in range(images_per_query)]
+        items.append(Query(f"{kind}{i}", f"[{kind}] What digit is on the sign?", images=images))
+    return items
+
+
+def measure(model, processor, queries, batch_size, new_tokens) -> dict:
+    config = RolloutConfig(max_new_tokens=new_tokens, batch_size=batch_size)
+    start = time.perf_counter()
+    trajectories = generate_trajectories(model, processor, queries, rollout_config=config, progress=False)
+    seconds = time.perf_counter() - start
+    turns = sum(sum(t.role == "assistant" for t in tr.turns) for tr in trajectories)
+    ops = sum(tr.episode.n_executed for tr in trajectories)
+    return {
+        "seconds": seconds,
+        "episodes_s": len(queries) / seconds,
+        "tokens_s": turns * new_tokens / seconds,
+        "ops": ops,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rss-episodes", type=int, default=256)
+    parser.add_argument("--size", default="tiny", choices=list(models.MODEL_SIZES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, processor = models.load_model(models.build_tiny_model(tmp, size=args.size), device=args.device)
+    policy = ScriptedDecisions(model, processor.tokenizer)
+    queries = make_queries(args.episodes)
+    print(
+        f"{args.size} model ({models.count_parameters(model) / 1e6:.2f}M params) on {args.device}, "
+        f"{torch.get_num_threads()} threads; {args.episodes} episodes (half zoom, half coarse), "
+        f"{args.new_tokens} new tokens per turn"
+    )
+    naive = measure(policy, processor, queries, 1, args.new_tokens)
+    print(f"{'':>22} {'episodes/s':>11} {'tokens/s':>10} {'ops':>5} {'vs naive':>9}")
+    print(
+        f"{'one at a time (naive)':>22} {naive['episodes_s']:>11.2f} {naive['tokens_s']:>10.1f} {naive['ops']:>5} {'1.0x':>9}"
+    )
+    for batch in (1, 4, 16):
+        result = measure(policy, processor, queries, batch, args.new_tokens)
+        ratio = result["episodes_s"] / naive["episodes_s"]
+        print(
+            f"{f'batched, batch {batch}':>22} {result['episodes_s']:>11.2f} {result['tokens_s']:>10.1f} "
+            f"{result['ops']:>5} {ratio:>8.1f}x"
+        )
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    many = make_queries(args.rss_episodes, images_per_query=2)  # 2 inputs + 1 crop on zoom items
+    start = time.perf_counter()
+    trajectories = generate_trajectories(
+        policy, processor, many, rollout_config=RolloutConfig(max_new_tokens=8, batch_size=16), progress=False
+    )
+    held = sum(len(t.episode.entries) for t in trajectories)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{args.rss_episodes} episodes holding {held} images ({held / len(trajectories):.1f} each, 896x672 inputs): "
+        f"peak RSS {peak:.0f} MB (was {before:.0f} MB before them), {time.perf_counter() - start:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
