@@ -37,6 +37,7 @@ class EpisodeConfig:
     max_ops: int = 4  # executed ops per episode; the next call ends it (reason "max_ops")
     max_images: int = 16  # images the list may hold; a video's frames count as one (the one visual input)
     max_tokens: int | None = None  # total token budget, enforced by the rollout engine through `finish`
+    max_turns: int = 12  # assistant turns; a call on the last one ends the episode (bounds failing calls too)
     max_selected_frames: int = 8  # frames one select_frames call may return
     zoom_padding: float = 0.1  # each box side grows by this fraction of the image size (paper: 0.1)
     min_crop_size: int = 28  # smallest crop side in source pixels
@@ -55,6 +56,7 @@ class EpisodeConfig:
         for name in (
             "max_ops",
             "max_images",
+            "max_turns",
             "max_selected_frames",
             "min_crop_size",
             "patch_factor",

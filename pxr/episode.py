@@ -22,7 +22,7 @@ from pxr import ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
-LIMIT_REASONS = ("max_ops", "max_images", "max_tokens")
+LIMIT_REASONS = ("max_ops", "max_images", "max_tokens", "max_turns")
 
 
 @dataclass
@@ -186,6 +186,10 @@ class VisualEpisode:
             "sizes": [],
         }
         self.ops.append(record)
+        if self.turns >= self.config.max_turns:  # failed calls do not use up max_ops; this bounds them
+            return self._refuse(
+                record, "max_turns", f"the limit of {self.config.max_turns} turns per episode is reached."
+            )
         if self.n_executed >= self.config.max_ops:
             return self._refuse(
                 record, "max_ops", f"the limit of {self.config.max_ops} operations per episode is reached."

@@ -101,8 +101,17 @@ def font_for_ink_height(ink_height: int) -> ImageFont.FreeTypeFont:
         size += 1
 
 
-def textured_background(width: int, height: int, seed: int, *, base_rgb=(212, 208, 198), blotch_amplitude=10.0,
-                        grain_amplitude=3.0, blotch_cell_px=64, level_range=(150, 235)) -> Image.Image:
+def textured_background(
+    width: int,
+    height: int,
+    seed: int,
+    *,
+    base_rgb=(212, 208, 198),
+    blotch_amplitude=10.0,
+    grain_amplitude=3.0,
+    blotch_cell_px=64,
+    level_range=(150, 235),
+) -> Image.Image:
     """A light, mildly mottled canvas: smooth low-frequency blotches plus fine grain.
 
     Levels stay inside `level_range`, well above dark ink and below white ink, so a digit never blends in.
@@ -116,8 +125,17 @@ def textured_background(width: int, height: int, seed: int, *, base_rgb=(212, 20
     return Image.fromarray(np.clip(pixels, *level_range).astype(np.uint8), mode="RGB")
 
 
-def place_boxes(rng: np.random.Generator, n: int, size: int, width: int, height: int, *, min_gap: int,
-                edge_margin: int, max_tries: int) -> list[list[int]]:
+def place_boxes(
+    rng: np.random.Generator,
+    n: int,
+    size: int,
+    width: int,
+    height: int,
+    *,
+    min_gap: int,
+    edge_margin: int,
+    max_tries: int,
+) -> list[list[int]]:
     """`n` square boxes of side `size`, at least `min_gap` apart and `edge_margin` inside the canvas.
 
     Rejection sampling; raises ValueError when `max_tries` draws are not enough (too many or too large objects).
@@ -128,13 +146,17 @@ def place_boxes(rng: np.random.Generator, n: int, size: int, width: int, height:
     boxes: list[list[int]] = []
     for _ in range(max_tries):
         x, y = int(rng.integers(lo, hi_x + 1)), int(rng.integers(lo, hi_y + 1))
-        if all(x >= b[2] + min_gap or b[0] >= x + size + min_gap or y >= b[3] + min_gap or b[1] >= y + size + min_gap
-               for b in boxes):
+        if all(
+            x >= b[2] + min_gap or b[0] >= x + size + min_gap or y >= b[3] + min_gap or b[1] >= y + size + min_gap
+            for b in boxes
+        ):
             boxes.append([x, y, x + size, y + size])
             if len(boxes) == n:
                 return boxes
-    raise ValueError(f"could not place {n} non-overlapping {size}px objects in {width}x{height} within {max_tries} "
-                     "tries; use fewer distractors, a smaller target_size or a larger image")
+    raise ValueError(
+        f"could not place {n} non-overlapping {size}px objects in {width}x{height} within {max_tries} "
+        "tries; use fewer distractors, a smaller target_size or a larger image"
+    )
 
 
 def shape_outline(shape: str, box: list[int]) -> list[tuple[float, float]]:
@@ -186,9 +208,18 @@ def _pick_distractor_kinds(rng: np.random.Generator, target: tuple[str, str], n:
     return chosen
 
 
-def make_zoom_scene(seed: int, *, width: int = 1536, height: int = 1024, target_size: int = 40,
-                    n_distractors: int = 7, digit_height_frac: float = 0.55, min_gap: int = 24,
-                    edge_margin: int = 32, max_placement_tries: int = 5000) -> Scene:
+def make_zoom_scene(
+    seed: int,
+    *,
+    width: int = 1536,
+    height: int = 1024,
+    target_size: int = 40,
+    n_distractors: int = 7,
+    digit_height_frac: float = 0.55,
+    min_gap: int = 24,
+    edge_margin: int = 32,
+    max_placement_tries: int = 5000,
+) -> Scene:
     """A "read the small digit" scene: the answer is the digit inside the uniquely described target shape.
 
     `target_size` is every shape's side in source pixels (all shapes share it, so size gives nothing away) and the
@@ -198,10 +229,20 @@ def make_zoom_scene(seed: int, *, width: int = 1536, height: int = 1024, target_
     rng = np.random.default_rng(seed)
     target_kind = (list(COLOURS)[rng.integers(len(COLOURS))], SHAPES[rng.integers(len(SHAPES))])
     kinds = [target_kind] + _pick_distractor_kinds(rng, target_kind, n_distractors)
-    boxes = place_boxes(rng, len(kinds), target_size, width, height, min_gap=min_gap, edge_margin=edge_margin,
-                        max_tries=max_placement_tries)
+    boxes = place_boxes(
+        rng,
+        len(kinds),
+        target_size,
+        width,
+        height,
+        min_gap=min_gap,
+        edge_margin=edge_margin,
+        max_tries=max_placement_tries,
+    )
     digits = rng.integers(0, 10, size=len(kinds))
-    objects = [SceneObject(shape=s, colour=c, digit=str(d), box=b) for (c, s), b, d in zip(kinds, boxes, digits, strict=True)]
+    objects = [
+        SceneObject(shape=s, colour=c, digit=str(d), box=b) for (c, s), b, d in zip(kinds, boxes, digits, strict=True)
+    ]
 
     image = textured_background(width, height, seed)
     draw = ImageDraw.Draw(image)
@@ -228,16 +269,26 @@ def _stripes(width: int, height: int, t: int, *, colours, angle: float, period: 
     return np.where((phase < period / 2)[:, :, None], np.asarray(colours[0]), np.asarray(colours[1])).astype(np.uint8)
 
 
-def make_flash_video(seed: int, *, n_frames: int = 16, width: int = 448, height: int = 336, flash_len: int = 2,
-                     digit_height: int = 96, stripe_period_px: float = 48.0, drift_px_per_frame: float = 6.0,
-                     outline_px: int = 3) -> VideoScene:
+def make_flash_video(
+    seed: int,
+    *,
+    n_frames: int = 16,
+    width: int = 448,
+    height: int = 336,
+    flash_len: int = 2,
+    digit_height: int = 96,
+    stripe_period_px: float = 48.0,
+    drift_px_per_frame: float = 6.0,
+    outline_px: int = 3,
+) -> VideoScene:
     """Drifting pastel stripes, with a black digit (white outline) visible only in `flash_len` consecutive frames.
 
     The flash never covers the first or last frame, so a model that looks only at the ends cannot answer.
     """
     if n_frames < flash_len + 2 or flash_len < 1:
-        raise ValueError(f"need 1 <= flash_len and flash_len + 2 <= n_frames; got flash_len={flash_len}, "
-                         f"n_frames={n_frames}")
+        raise ValueError(
+            f"need 1 <= flash_len and flash_len + 2 <= n_frames; got flash_len={flash_len}, n_frames={n_frames}"
+        )
     rng = np.random.default_rng([seed, 2])
     light = rng.integers(180, 231, size=3)
     # Stripes differ enough to show the motion, and both stay far lighter than the digit's dark ink.
@@ -254,11 +305,14 @@ def make_flash_video(seed: int, *, n_frames: int = 16, width: int = 448, height:
 
     frames = []
     for t in range(n_frames):
-        frame = Image.fromarray(_stripes(width, height, t, colours=colours, angle=angle, period=stripe_period_px,
-                                         drift=drift_px_per_frame), mode="RGB")
+        frame = Image.fromarray(
+            _stripes(width, height, t, colours=colours, angle=angle, period=stripe_period_px, drift=drift_px_per_frame),
+            mode="RGB",
+        )
         if start <= t < start + flash_len:
-            ImageDraw.Draw(frame).text((x, y), answer, font=font, fill=DARK_INK, stroke_width=outline_px,
-                                       stroke_fill=LIGHT_INK)
+            ImageDraw.Draw(frame).text(
+                (x, y), answer, font=font, fill=DARK_INK, stroke_width=outline_px, stroke_fill=LIGHT_INK
+            )
         frames.append(frame)
     return VideoScene(
         frames=frames,

@@ -109,8 +109,14 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 16, *, backend:
     raise ValueError(f"could not decode video {path} (tried {'; '.join(failures)})")
 
 
-def write_video(frames: Sequence[Image.Image | np.ndarray], path: str | os.PathLike, fps: int = 8, *,
-                codec: str = "libx264", crf: int = 18) -> str:
+def write_video(
+    frames: Sequence[Image.Image | np.ndarray],
+    path: str | os.PathLike,
+    fps: int = 8,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+) -> str:
     """Encode frames (PIL images or HxWx3 uint8 arrays, all the same size) as an H.264/yuv420p video; returns the path.
 
     4:2:0 chroma needs even sides, so an odd width or height loses its last column or row. `crf` is x264's quality

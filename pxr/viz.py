@@ -29,8 +29,17 @@ def _box_list(boxes) -> list[Sequence[float]]:
     return boxes
 
 
-def _tag(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, *, fill, font, padding: int,
-         fit: tuple[int, int] | None = None, above: bool = False) -> None:
+def _tag(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[int, int],
+    text: str,
+    *,
+    fill,
+    font,
+    padding: int,
+    fit: tuple[int, int] | None = None,
+    above: bool = False,
+) -> None:
     """A filled label whose top-left (bottom-left with `above`, if it fits) corner is `xy`, kept inside `fit`."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tag_w, tag_h = right - left + 2 * padding, bottom - top + 2 * padding
@@ -43,9 +52,17 @@ def _tag(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, *, fill, fon
     draw.text((x + padding - left, y + padding - top), text, font=font, fill=contrast_ink(fill))
 
 
-def draw_boxes(image: Image.Image, boxes, *, labels: Sequence[str] | None = None, color=(255, 40, 40),
-               width: int | None = None, normalized: bool = False, width_frac: float = 0.003,
-               label_height_frac: float = 0.025) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes,
+    *,
+    labels: Sequence[str] | None = None,
+    color=(255, 40, 40),
+    width: int | None = None,
+    normalized: bool = False,
+    width_frac: float = 0.003,
+    label_height_frac: float = 0.025,
+) -> Image.Image:
     """A copy of `image` with box outlines (and labels such as "1", "2" in filled tags at their top-left corners).
 
     Boxes are [x1, y1, x2, y2], end-exclusive pixels (or fractions of the size with `normalized=True`); the outline
@@ -79,9 +96,16 @@ def pixelated(image: Image.Image, scale: float) -> Image.Image:
     return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
 
 
-def show_images(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str] | None = None, *,
-                height: float = 3.0, max_cols: int = 6, padding: float = 0.15, title_height: float = 0.35,
-                title_fontsize: float = 9.0) -> Figure:
+def show_images(
+    images: Sequence[Image.Image | np.ndarray],
+    titles: Sequence[str] | None = None,
+    *,
+    height: float = 3.0,
+    max_cols: int = 6,
+    padding: float = 0.15,
+    title_height: float = 0.35,
+    title_fontsize: float = 9.0,
+) -> Figure:
     """Images side by side, each `height` inches tall at its true aspect ratio, wrapped after `max_cols`.
 
     `titles=None` captions each image with its size ("448x308"), the thing one most often needs to see; empty
@@ -106,8 +130,13 @@ def show_images(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str
         for i in row:
             ax = fig.add_axes((x / fig_w, bottom / fig_h, widths[i] / fig_w, height / fig_h))
             gray = arrays[i].ndim == 2
-            ax.imshow(arrays[i], interpolation="nearest", cmap="gray" if gray else None,
-                      vmin=0 if gray else None, vmax=255 if gray else None)
+            ax.imshow(
+                arrays[i],
+                interpolation="nearest",
+                cmap="gray" if gray else None,
+                vmin=0 if gray else None,
+                vmax=255 if gray else None,
+            )
             ax.set_axis_off()
             if titles[i]:
                 ax.set_title(titles[i], fontsize=title_fontsize)
@@ -115,10 +144,19 @@ def show_images(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str
     return fig
 
 
-def frame_strip(frames: Sequence[Image.Image], *, highlight: Iterable[int] = (), numbers: bool = True,
-                gap: int = 4, frame_height: int | None = None, highlight_color=(255, 40, 40),
-                outline_width: int | None = None, outline_frac: float = 0.025, number_height_frac: float = 0.14,
-                background=(255, 255, 255)) -> Image.Image:
+def frame_strip(
+    frames: Sequence[Image.Image],
+    *,
+    highlight: Iterable[int] = (),
+    numbers: bool = True,
+    gap: int = 4,
+    frame_height: int | None = None,
+    highlight_color=(255, 40, 40),
+    outline_width: int | None = None,
+    outline_frac: float = 0.025,
+    number_height_frac: float = 0.14,
+    background=(255, 255, 255),
+) -> Image.Image:
     """Frames in one row, `gap` pixels apart, each tagged with its 1-based number; `highlight` numbers are outlined.
 
     Frames are scaled to `frame_height` (default: the first frame's height) keeping their aspect ratio, so the strip
@@ -127,8 +165,12 @@ def frame_strip(frames: Sequence[Image.Image], *, highlight: Iterable[int] = (),
     if not frames:
         raise ValueError("frame_strip needs at least one frame")
     strip_h = frame_height or frames[0].size[1]
-    scaled = [f.convert("RGB").resize((max(1, round(f.size[0] * strip_h / f.size[1])), strip_h), Image.BILINEAR)
-              if f.size[1] != strip_h else f.convert("RGB") for f in frames]
+    scaled = [
+        f.convert("RGB").resize((max(1, round(f.size[0] * strip_h / f.size[1])), strip_h), Image.BILINEAR)
+        if f.size[1] != strip_h
+        else f.convert("RGB")
+        for f in frames
+    ]
     highlighted = set(highlight)
     unknown = highlighted - set(range(1, len(frames) + 1))
     if unknown:

@@ -267,3 +267,12 @@ def test_images_from_files_and_config_objects(tmp_path):
     ep = VisualEpisode(images=[path], config=EpisodeConfig(max_ops=1), zoom_padding=0.0)
     assert ep.config.max_ops == 1 and ep.config.zoom_padding == 0.0
     assert ep.source(1).mode == "RGB"
+
+
+def test_max_turns_bounds_an_episode_of_failing_calls():
+    ep = VisualEpisode(images=[coordinate_image(600, 400)], max_turns=3)
+    assert not ep.step(zoom([0.5, 0.5, 0.2, 0.2])).ok and not ep.step(zoom([0.5, 0.5, 0.2, 0.2])).ok
+    obs = ep.step(zoom([0.5, 0.5, 0.2, 0.2]))
+    assert "limit of 3 turns" in obs.text and ep.ending == "limit" and ep.limit_reason == "max_turns"
+    answered = VisualEpisode(images=[coordinate_image(600, 400)], max_turns=1)
+    assert answered.step("\\boxed{2}") is None and answered.ending == "answer"  # answering is always allowed

@@ -55,7 +55,9 @@ def test_scene_fields_are_consistent(seed):
     assert s.answer == target.digit and s.answer in "0123456789" and len(s.answer) == 1
     assert s.cue_box == target.box and all(isinstance(v, int) for v in s.cue_box)
     assert s.question == f"What digit is written inside the {target.colour} {target.shape}?"
-    assert s.cue_box_normalized == pytest.approx([s.cue_box[0] / w, s.cue_box[1] / h, s.cue_box[2] / w, s.cue_box[3] / h])
+    assert s.cue_box_normalized == pytest.approx(
+        [s.cue_box[0] / w, s.cue_box[1] / h, s.cue_box[2] / w, s.cue_box[3] / h]
+    )
     assert all(0.0 <= v <= 1.0 for v in s.cue_box_normalized)
 
 
@@ -104,8 +106,12 @@ def test_boxes_inside_image_and_apart(seed):
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
         assert x2 - x1 == y2 - y1 == 40
     for a, b in combinations(s.objects, 2):
-        separated = a.box[2] + 10 <= b.box[0] or b.box[2] + 10 <= a.box[0] or \
-            a.box[3] + 10 <= b.box[1] or b.box[3] + 10 <= a.box[1]
+        separated = (
+            a.box[2] + 10 <= b.box[0]
+            or b.box[2] + 10 <= a.box[0]
+            or a.box[3] + 10 <= b.box[1]
+            or b.box[3] + 10 <= a.box[1]
+        )
         assert separated, (a, b)
 
 
@@ -149,7 +155,9 @@ def test_flash_video_background_moves_and_is_deterministic():
     assert (np.abs(first - second).sum(axis=2) > 0).mean() > 0.05
     again = make_flash_video(0)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(v.frames, again.frames, strict=True))
-    assert len({(video(s).answer, tuple(video(s).cue_frames), video(s).frames[0].tobytes()) for s in SEEDS}) == len(SEEDS)
+    assert len({(video(s).answer, tuple(video(s).cue_frames), video(s).frames[0].tobytes()) for s in SEEDS}) == len(
+        SEEDS
+    )
 
 
 def test_flash_video_options_and_limits():

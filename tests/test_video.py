@@ -12,8 +12,10 @@ from pxr.video import load_video_frames, sample_indices, write_video
 N_FRAMES = 20
 SIZE = (64, 48)
 # Hues 18 degrees apart at alternating brightness: neighbours differ by far more than the codec's error.
-PALETTE = [tuple(round(255 * c) for c in colorsys.hsv_to_rgb(i / N_FRAMES, 0.9, 0.95 if i % 2 else 0.6))
-           for i in range(N_FRAMES)]
+PALETTE = [
+    tuple(round(255 * c) for c in colorsys.hsv_to_rgb(i / N_FRAMES, 0.9, 0.95 if i % 2 else 0.6))
+    for i in range(N_FRAMES)
+]
 CODEC_TOLERANCE = 12
 
 

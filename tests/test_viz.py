@@ -49,7 +49,7 @@ def test_draw_boxes_labels_sit_in_a_filled_tag_above_the_box():
     ys, xs = np.nonzero((above == RED).all(axis=2))
     assert len(ys) > 50
     assert ys.min() >= 170 and xs.min() >= 100 and xs.max() < 130  # a small tag on the box's top-left corner
-    tag = above[ys.min():, xs.min():xs.max() + 1]
+    tag = above[ys.min() :, xs.min() : xs.max() + 1]
     assert (tag > 200).all(axis=2).any()  # the light label text inside the red tag
     unlabeled = np.asarray(draw_boxes(white((400, 400)), [[100, 200, 300, 300]], width=2))
     assert (unlabeled[:200] == 255).all()
@@ -120,10 +120,7 @@ def test_frame_strip_highlights_and_numbers():
 def test_markdown_table_literal():
     rows = [{"run": "toy", "accuracy": 0.123456, "n": 40}, {"run": "a|b", "accuracy": np.float32(2.0), "extra": None}]
     assert markdown_table(rows) == (
-        "| run | accuracy | n | extra |\n"
-        "|---|---|---|---|\n"
-        "| toy | 0.1235 | 40 |  |\n"
-        "| a\\|b | 2 |  |  |"
+        "| run | accuracy | n | extra |\n|---|---|---|---|\n| toy | 0.1235 | 40 |  |\n| a\\|b | 2 |  |  |"
     )
     assert markdown_table(rows, columns=["n", "run"]) == "| n | run |\n|---|---|\n| 40 | toy |\n|  | a\\|b |"
     assert markdown_table([{"x": 12345.678, "flag": True}]) == "| x | flag |\n|---|---|\n| 1.235e+04 | True |"
