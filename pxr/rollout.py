@@ -2,7 +2,7 @@
 
 In-process backend (`generate_trajectories`): the active episodes of a batch generate together each turn (left
 padding; a turn stops at `</tool_call>` or the end of turn), the op each turn calls is executed, its observation
-appended, and the unfinished episodes go on. Images live once, in each episode's image list; the processor
+appended, and the unfinished episodes go on while finished ones make room for the next queries. Images live once, in each episode's image list; the processor
 re-encodes them each turn and nothing keeps those tensors. The OpenAI-compatible backend (`pxr.openai_backend`)
 runs the same loop over a chat-completions endpoint and returns the same `Trajectory` records.
 
@@ -183,24 +183,32 @@ def generate_trajectories(
     rollout_config: RolloutConfig | None = None,
     progress: bool = True,
 ) -> list[Trajectory]:
-    """Roll out every query with the in-process model, `batch_size` episodes at a time, in query order."""
+    """Roll out every query with the in-process model, up to `batch_size` episodes at a time; results in query
+    order. A finished episode's place in the batch goes to the next query at once, so mixing one-turn and
+    multi-turn episodes does not leave the batch half empty."""
     episode_config = episode_config or EpisodeConfig()
     config = rollout_config or RolloutConfig()
     torch.manual_seed(config.seed)
-    trajectories = [start_trajectory(q, episode_config) for q in queries]
+    trajectories: list[Trajectory] = []
+    waiting = iter(queries)
+    active: list[Trajectory] = []
     bar = tqdm(total=len(queries), desc="episodes", disable=not progress)
-    for first in range(0, len(trajectories), config.batch_size):
-        batch = trajectories[first : first + config.batch_size]
-        while active := [t for t in batch if not t.episode.done]:
-            start = time.perf_counter()
-            turns = _generate_turn(model, processor, active, config)
-            seconds = (time.perf_counter() - start) / len(active)
-            for trajectory, (text, tokens, truncated) in zip(active, turns, strict=True):
-                trajectory.generate_seconds += seconds
-                apply_turn(trajectory, text, tokens, truncated=truncated)
-                if not trajectory.episode.done and trajectory.prompt_tokens + tokens >= config.max_total_tokens:
-                    trajectory.episode.finish("limit", "max_tokens")
-        bar.update(len(batch))
+    while True:
+        while len(active) < config.batch_size and (query := next(waiting, None)) is not None:
+            trajectories.append(start_trajectory(query, episode_config))
+            active.append(trajectories[-1])
+        if not active:
+            break
+        start = time.perf_counter()
+        turns = _generate_turn(model, processor, active, config)
+        seconds = (time.perf_counter() - start) / len(active)
+        for trajectory, (text, tokens, truncated) in zip(active, turns, strict=True):
+            trajectory.generate_seconds += seconds
+            apply_turn(trajectory, text, tokens, truncated=truncated)
+            if not trajectory.episode.done and trajectory.prompt_tokens + tokens >= config.max_total_tokens:
+                trajectory.episode.finish("limit", "max_tokens")
+        bar.update(sum(t.episode.done for t in active))
+        active = [t for t in active if not t.episode.done]
     bar.close()
     return trajectories
 

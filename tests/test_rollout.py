@@ -73,7 +73,7 @@ def test_scripted_zoom_then_answer(tiny):
     assert t.generated_tokens == sum(turn.tokens for turn in t.turns) > 0 and t.prompt_tokens > 0
 
 
-def test_finished_episodes_leave_the_batch(tiny):
+def test_finished_episodes_make_room_for_the_next_queries(tiny):
     _, processor = tiny
 
     def answer_first_query_at_once(prompt):
@@ -85,7 +85,8 @@ def test_finished_episodes_leave_the_batch(tiny):
     trajectories = generate_trajectories(
         model, processor, items, rollout_config=RolloutConfig(batch_size=3), progress=False
     )
-    assert [c["batch"] for c in model.calls] == [3, 2, 2, 2]  # first batch: q0 answers in turn 1; then q3, q4
+    # q0 answers at once and q3 takes its place; q1, q2 answer on turn 2 and q4 joins q3; q4 zooms last
+    assert [c["batch"] for c in model.calls] == [3, 3, 2, 1]
     assert [t.query.id for t in trajectories] == ["q0", "q1", "q2", "q3", "q4"]
     assert trajectories[0].episode.n_executed == 0 and all(t.episode.n_executed == 1 for t in trajectories[1:])
 
