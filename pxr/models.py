@@ -83,6 +83,12 @@ def tool_chat_template() -> str:
     return qwen3_vl_chat_template
 
 
+def patch_factor(processor) -> int:
+    """Pixels per visual token side: 14-px patches merged 2x2 give 28 (Qwen2/2.5-VL); 16-px patches give 32 (Qwen3-VL)."""
+    image_processor = processor.image_processor
+    return image_processor.patch_size * image_processor.merge_size
+
+
 def set_pixel_limits(processor, config: EpisodeConfig) -> None:
     """Processor limits that contain every budget of `config`, so pre-sized images are not resized again (the
     episode already put each image on the 28 px grid inside its own budget)."""
@@ -130,7 +136,13 @@ def load_model(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     processor = load_processor(name_or_path)
-    set_pixel_limits(processor, episode_config or EpisodeConfig())
+    episode_config = episode_config or EpisodeConfig()
+    if patch_factor(processor) != episode_config.patch_factor:
+        raise ValueError(
+            f"{name_or_path} sees images on a {patch_factor(processor)} px grid but patch_factor is "
+            f"{episode_config.patch_factor}; set patch_factor: {patch_factor(processor)} in the params"
+        )
+    set_pixel_limits(processor, episode_config)
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype).to(device)
     model.eval()
     if lora is not None:

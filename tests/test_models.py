@@ -79,6 +79,15 @@ def test_processor_admits_every_budget(tiny_dir):
     assert processor.image_processor.size == {"shortest_edge": 4 * 784, "longest_edge": 1024 * 784}
 
 
+def test_patch_factor_must_match_the_model(tiny_dir):
+    from pxr.config import EpisodeConfig
+
+    _, processor = models.load_model(tiny_dir, device="cpu")
+    assert models.patch_factor(processor) == 28
+    with pytest.raises(ValueError, match="28 px grid but patch_factor is 32"):
+        models.load_model(tiny_dir, device="cpu", episode_config=EpisodeConfig(patch_factor=32))
+
+
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="build one with pxr.models.build_tiny_model"):
         models.load_model(tmp_path / "nowhere", device="cpu")
