@@ -1,7 +1,7 @@
 """Synthetic seed videos (SPEC §3.1, §1.4): short clips whose answer is visible in only a few frames, so that
 `select_frames` on the right frames is what answers them.
 
-Kinds, registered in `pxr.scenes.SCENE_BUILDERS` when this module is imported (`pxr.scenes` imports it):
+Kinds (registered in `pxr.scenes.SCENE_BUILDERS`):
 - `flash` (`make_flash_video`): a digit flashes in `flash_len` consecutive frames.
 - `colour_change` (`make_colour_change_video`): a shape turns another colour in `change_len` consecutive frames.
 Both draw over drifting stripes so that every frame differs, never put the answer in the first or last frame, are a
@@ -15,12 +15,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pxr.scenes import (
+from pxr.scene_draw import (
     COLOURS,
     DARK_INK,
     DIGITS,
     LIGHT_INK,
-    SCENE_BUILDERS,
     SHAPES,
     SceneObject,
     VideoScene,
@@ -157,6 +156,3 @@ def make_colour_change_video(
         answer_text=changed,
         cue_box=box,
     )
-
-
-SCENE_BUILDERS.update(flash=make_flash_video, colour_change=make_colour_change_video)
