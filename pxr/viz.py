@@ -213,3 +213,41 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def trajectory_images(record: dict, root) -> tuple[list[Image.Image], list[str]]:
+    """The pictures of a trajectory record (`pxr.data.TrajectoryRecord.to_dict()`), for `show_images`: the input with
+    every zoom box of image 1 drawn and numbered (a video as a frame strip with the selected frames outlined), then
+    each returned image titled with its number and whether the op was a corrected mistake."""
+    from pathlib import Path
+
+    root = Path(root)
+    inputs = [Image.open(root / p).convert("RGB") for p in record["inputs"]]
+    images = record["meta"]["episode"]["images"]
+    if record["is_video"]:
+        picked = {img["frame"] for img in images if img["origin"] == "select"}
+        first, title = frame_strip(inputs, highlight=picked), "the video (selected frames outlined)"
+    else:
+        zooms = [img for img in images if img["origin"] == "zoom" and img["root"] == 1]
+        first = draw_boxes(inputs[0], [z["root_box"] for z in zooms], labels=[str(z["number"]) for z in zooms])
+        title = "image 1 with the zoom boxes"
+    pictures, titles = [first], [title]
+    for turn, previous in zip(record["turns"][1:], record["turns"], strict=False):
+        for path in turn["images"]:
+            pictures.append(Image.open(root / path).convert("RGB"))
+            number = Path(path).stem
+            titles.append(f"image {number}" + ("" if previous["trainable"] else " (wrong op, masked)"))
+    return pictures, titles
+
+
+def trajectory_markdown(record: dict, *, max_chars: int = 400) -> str:
+    """The turns of a trajectory as markdown: assistant turns marked trainable or masked, observations in italics."""
+    lines = [f"**{record['id']}** ({record['variant']}): {record['question']}  \n"]
+    for turn in record["turns"]:
+        text = turn["text"] if len(turn["text"]) <= max_chars else turn["text"][: max_chars - 3] + "..."
+        text = text.replace("<", "&lt;").replace("\n", " ")
+        if turn["role"] == "observation":
+            lines.append(f"> *{text}*  \n")
+        else:
+            lines.append(f"> **assistant{'' if turn['trainable'] else ' (masked)'}:** {text}  \n")
+    return "".join(lines)
