@@ -130,13 +130,17 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def wrong_box(cue: list[float], rng: random.Random, *, padding: float, avoid=(), tries: int = 200) -> list[float]:
-    """A normalized box the size of the cue (at least 0.05 a side) whose padded crop misses the cue and `avoid`."""
-    w, h = max(cue[2] - cue[0], 0.05), max(cue[3] - cue[1], 0.05)
+def wrong_box(
+    cues: list[list[float]], rng: random.Random, *, padding: float, avoid=(), tries: int = 200
+) -> list[float]:
+    """A normalized box the size of the first cue box (at least 0.05 a side) whose padded crop misses every cue box
+    (each one, not their union: the objects of a count can be spread over the whole image) and `avoid`."""
+    w, h = max(cues[0][2] - cues[0][0], 0.05), max(cues[0][3] - cues[0][1], 0.05)
     for _ in range(tries):
         x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
         box = [x, y, x + w, y + h]
-        if not _overlaps(_grown(box, padding), cue) and not any(_overlaps(box, a) for a in avoid):
+        grown = _grown(box, padding)
+        if not any(_overlaps(grown, c) for c in cues) and not any(_overlaps(box, a) for a in avoid):
             return box
     raise SynthRejected("no room for a crop disjoint from the cue")
 
@@ -230,17 +234,21 @@ def build_trajectory(
             raise SynthRejected("the selected frames are not the cue window")
     else:
         cue = _normalized(item.cue_boxes, inputs[0].size)
+        width, height = inputs[0].size
+        cues = [[b[0] / width, b[1] / height, b[2] / width, b[3] / height] for b in item.cue_boxes]
         padding, decimals = episode_config.zoom_padding, synth_config.box_decimals
         bridge = _sentence(rng.choice(ZOOM_BRIDGES), cue_name)
         lead = f"{analysis.whole.strip()} {bridge}\n"
         if variant in ("wrong_crop", "two_wrong"):
-            first = wrong_box(cue, rng, padding=padding)
+            first = wrong_box(cues, rng, padding=padding)
             build.call(lead + _zoom_call(first, decimals), trainable=False)
-            lead = _sentence(rng.choice(WRONG_CROP_REFLECTIONS), cue_name) + "\n"
-            if variant == "two_wrong":
-                build.call(
-                    lead + _zoom_call(wrong_box(cue, rng, padding=padding, avoid=[first]), decimals), trainable=False
-                )
+            reflection = rng.choice(WRONG_CROP_REFLECTIONS)
+            lead = _sentence(reflection, cue_name) + "\n"
+            if variant == "two_wrong":  # the second reflection is worded differently from the first
+                second = wrong_box(cues, rng, padding=padding, avoid=[first])
+                build.call(lead + _zoom_call(second, decimals), trainable=False)
+                other = WRONG_CROP_REFLECTIONS[1 - WRONG_CROP_REFLECTIONS.index(reflection)]
+                lead = _sentence(other, cue_name) + "\n"
         elif variant == "overlarge":
             build.call(
                 lead + _zoom_call(overlarge_box(cue, rng, factor=synth_config.overlarge_factor), decimals),

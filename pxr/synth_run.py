@@ -1,0 +1,316 @@
+"""The synthesis run behind notebook 10 (SPEC §3.1–3.3): synthetic seed items written to disk, teacher analyses,
+trajectories appended one by one, RL queries and a held-out split exported.
+
+Resumable: each trajectory is one JSONL line written after its images and flushed to disk, so a run killed at any
+point and started again skips the items it finished, rewrites the images of an item it was in the middle of, and
+repairs a half-written last line; every item ends up exactly once. Items that fail (teacher failure, missing or
+corrupt input, a crop that misses the cue) are counted by reason and retried on the next run.
+
+Tests: tests/test_synth_run.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pxr import data, protocol, scenes, synth
+from pxr.config import EpisodeConfig
+from pxr.episode import VisualEpisode
+from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
+
+TRAJECTORIES = "sft_trajectories.jsonl"
+
+
+@dataclass
+class SynthReport:
+    written: int = 0  # trajectories written by this run
+    skipped_done: int = 0  # items finished by an earlier run
+    failed: Counter = field(default_factory=Counter)  # reason -> items
+    variants: Counter = field(default_factory=Counter)
+    kinds: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        failed = ", ".join(f"{k}: {v}" for k, v in self.failed.most_common()) or "none"
+        return (
+            f"{self.written} trajectories written, {self.skipped_done} already done, failed: {failed}; "
+            f"variants {dict(self.variants)}"
+        )
+
+
+def _position(box, size) -> str:
+    cx, cy = (box[0] + box[2]) / 2 / size[0], (box[1] + box[3]) / 2 / size[1]
+    vertical = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    horizontal = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+    return (
+        "centre"
+        if vertical == "middle" and horizontal == "centre"
+        else f"{vertical} {horizontal}".replace("middle ", "")
+    )
+
+
+def _scene_facts(scene) -> tuple[str, dict]:
+    """The cue's name and the ground truth the template teacher writes from."""
+    if isinstance(scene, scenes.VideoScene):
+        first, last = scene.cue_frames[0], scene.cue_frames[-1]
+        cue = f"frames {first}-{last}" if last > first else f"frame {first}"
+        return cue, {"background": "drifting stripes", "target": cue}
+    target = scene.objects[0]
+    name = f"the {target.name}" + ("s" if scene.kind == "count" else "")
+    facts = {"target": name, "objects": [o.name for o in scene.objects[:6]]}
+    if scene.cue_box is not None:
+        facts["position"] = _position(scene.cue_box, scene.image.size)
+    if scene.kind == "read":
+        facts["digit"] = target.digit
+    return name, facts
+
+
+def _save(image: Image.Image, path: Path, quality: int) -> None:
+    """JPEG at high quality: a 1536x1024 scene is ~0.4 MB instead of ~1.3 MB as PNG, and 50x faster to write."""
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.jpg")
+        image.save(tmp, "JPEG", quality=quality)
+        os.replace(tmp, path)
+
+
+def write_seed_items(
+    kind: str, n: int, seed: int, out_dir: Path, *, split: str, jpeg_quality: int = 95, **knobs
+) -> list[data.SeedItem]:
+    """`n` synthetic scenes of `kind` (suite `seed`) saved under `out_dir/seeds/<split>/`, as seed items whose
+    paths are relative to `out_dir`."""
+    folder = Path(out_dir) / "seeds" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for index, scene in enumerate(scenes.make_suite(kind, n, seed, **knobs)):
+        item_id = f"{split}-{kind}-{index:05d}"
+        cue_name, facts = _scene_facts(scene)
+        common = dict(
+            id=item_id,
+            question=scene.question,
+            answer=scene.answer,
+            kind=kind,
+            options=scene.options,
+            needs_op=scene.needs_op,
+            source="synthetic",
+            meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
+        )
+        if isinstance(scene, scenes.VideoScene):
+            frames = []
+            for k, frame in enumerate(scene.frames, start=1):
+                path = folder / f"{item_id}-f{k:02d}.jpg"
+                _save(frame, path, jpeg_quality)
+                frames.append(str(path.relative_to(out_dir)))
+            items.append(
+                data.SeedItem(**common, images=None, video=frames, cue_boxes=None, cue_frames=scene.cue_frames)
+            )
+        else:
+            path = folder / f"{item_id}.jpg"
+            _save(scene.image, path, jpeg_quality)
+            items.append(
+                data.SeedItem(
+                    **common,
+                    images=[str(path.relative_to(out_dir))],
+                    video=None,
+                    cue_boxes=scene.cue_boxes or None,
+                    cue_frames=None,
+                )
+            )
+    return items
+
+
+def _inputs(item: data.SeedItem, root: Path) -> list[Image.Image]:
+    paths = item.video if item.video else item.images
+    loaded = []
+    for rel in paths:
+        with Image.open(data.resolve_under(root, rel)) as image:
+            loaded.append(image.convert("RGB"))
+    return loaded
+
+
+def preview_images(item: data.SeedItem, inputs, episode_config: EpisodeConfig) -> list[Image.Image]:
+    """What a teacher that sees pixels is shown: the input as the model sees it, then what the correct op returns."""
+    episode = VisualEpisode(
+        images=None if item.video else inputs, video=inputs if item.video else None, config=episode_config
+    )
+    if item.video:
+        call = protocol.tool_call_text("select_frames", {"target_frames": item.cue_frames})
+    else:
+        box = synth.union_box(item.cue_boxes)
+        width, height = inputs[0].size
+        call = protocol.tool_call_text(
+            "zoom_in", {"bbox_2d": [box[0] / width, box[1] / height, box[2] / width, box[3] / height]}
+        )
+    observation = episode.step(call)
+    returned = observation.images if observation is not None and observation.ok else []
+    return episode.shown_images[: episode.n_inputs] + returned
+
+
+def _request(item: data.SeedItem, inputs, mode: str, preview) -> AnalysisRequest:
+    answer = item.meta.get("answer_text") or (item.answer if isinstance(item.answer, str) else item.answer[0])
+    return AnalysisRequest(
+        item_id=item.id,
+        mode=mode,
+        question=item.question,
+        answer=str(answer),
+        options=item.options,
+        is_video=bool(item.video),
+        cue=item.meta.get("cue_name", ""),
+        facts=item.meta.get("facts", {}),
+        images=preview,
+        n_input_images=len(inputs),
+    )
+
+
+def synthesize(
+    items: list[data.SeedItem],
+    out_dir,
+    teacher,
+    *,
+    synth_config: synth.SynthConfig,
+    episode_config: EpisodeConfig,
+    chunk_size: int = 32,
+    jpeg_quality: int = 95,
+    progress: bool = True,
+) -> SynthReport:
+    """Trajectories for `items` appended to `out_dir/sft_trajectories.jsonl`; finished items are skipped."""
+    out = Path(out_dir)
+    path = out / TRAJECTORIES
+    done, _ = data.read_jsonl(path, data.TrajectoryRecord) if path.exists() else ([], None)
+    done_ids = {r.seed_id for r in done}
+    report = SynthReport(skipped_done=sum(item.id in done_ids for item in items))
+    pending = [item for item in items if item.id not in done_ids]
+    bar = tqdm(total=len(pending), desc="trajectories", disable=not progress)
+    for start in range(0, len(pending), chunk_size):
+        chunk, requests, loaded = pending[start : start + chunk_size], [], []
+        for item in chunk:
+            try:
+                inputs = _inputs(item, out)
+            except (OSError, ValueError) as err:
+                report.failed[f"unreadable input ({type(err).__name__})"] += 1
+                continue
+            variant = synth.choose_variant(
+                item.id,
+                is_video=bool(item.video),
+                needs_op=item.needs_op and bool(item.cue_boxes or item.cue_frames),
+                config=synth_config,
+            )
+            mode = "direct" if variant == synth.TEXT_VARIANT else "op"
+            sees_pixels = mode == "op" and not isinstance(teacher, TemplateTeacher)
+            preview = preview_images(item, inputs, episode_config) if sees_pixels else []
+            requests.append(_request(item, inputs, mode, preview))
+            loaded.append((item, inputs, variant))
+        for (item, inputs, variant), analysis in zip(loaded, teacher.analyse(requests, progress=False), strict=True):
+            bar.update(1)
+            if isinstance(analysis, TeacherFailure):
+                report.failed[f"teacher: {analysis.reason}"] += 1
+                continue
+            try:
+                result = synth.build_trajectory(
+                    item, inputs, analysis, variant=variant, synth_config=synth_config, episode_config=episode_config
+                )
+            except synth.SynthRejected as err:
+                report.failed[f"rejected: {err}"] += 1
+                continue
+            data.append_jsonl(path, _record(item, result, out, jpeg_quality).to_dict())
+            report.written += 1
+            report.variants[result.variant] += 1
+            report.kinds[item.kind] += 1
+        bar.update(len(chunk) - len(loaded))
+    bar.close()
+    return report
+
+
+def _record(item: data.SeedItem, result: synth.SynthResult, out: Path, jpeg_quality: int) -> data.TrajectoryRecord:
+    """The trajectory with its observation images saved under `images/<item id>/` (written before the line)."""
+    folder = out / "images" / item.id
+    folder.mkdir(parents=True, exist_ok=True)
+    turns, number = [], len(item.video or item.images)
+    for turn in result.turns:
+        paths = []
+        for image in turn.images:
+            number += 1
+            file = folder / f"{number}.jpg"
+            _save(image, file, jpeg_quality)
+            paths.append(str(file.relative_to(out)))
+        turns.append(data.TrajectoryTurn(role=turn.role, text=turn.text, images=paths, trainable=turn.trainable))
+    return data.TrajectoryRecord(
+        id=f"{item.id}-{result.variant}",
+        seed_id=item.id,
+        variant=result.variant,
+        prompt="pixel",
+        question=item.question,
+        options=item.options,
+        answer=item.answer,
+        inputs=list(item.video or item.images),
+        is_video=bool(item.video),
+        turns=turns,
+        meta={"kind": item.kind, "episode": result.episode},
+    )
+
+
+def export_queries(items: list[data.SeedItem], path) -> int:
+    """RL queries (or held-out evaluation queries) from seed items, as JSONL of `pxr.data.RLQuery`."""
+    data.write_jsonl(path, [data.rl_query_from_seed(item) for item in items])
+    return len(items)
+
+
+def make_teacher(
+    name: str,
+    *,
+    seed: int = 0,
+    model: str = "",
+    base_url: str = "",
+    concurrency: int = 16,
+    max_requests: int | None = None,
+    cache_dir=None,
+):
+    """The teacher a notebook names: "template" (offline) or "openai" (any OpenAI-compatible endpoint; its key is
+    read from OPENAI_API_KEY when the requests are made, never stored)."""
+    if name == "template":
+        return TemplateTeacher(seed=seed)
+    if name == "openai":
+        from pxr.teacher import OpenAITeacher
+
+        return OpenAITeacher(
+            model=model,
+            base_url=base_url or None,
+            concurrency=concurrency,
+            max_requests=max_requests,
+            cache_dir=cache_dir,
+        )
+    raise ValueError(f"unknown teacher {name!r}; choose template or openai")
+
+
+def variant_counts(records: list[data.TrajectoryRecord]) -> list[dict]:
+    """Rows of kind x variant counts, for the notebook's table."""
+    counts = Counter((r.meta.get("kind", "?"), r.variant) for r in records)
+    variants = sorted({v for _, v in counts})
+    return [
+        {"kind": kind, **{v: counts[(kind, v)] for v in variants}, "total": sum(counts[(kind, v)] for v in variants)}
+        for kind in sorted({k for k, _ in counts})
+    ]
+
+
+def claim_output_dir(out_dir, settings: dict) -> None:
+    """Resuming is only safe with the same settings: the first run records them in `settings.json`; a later run
+    with different ones (other seed, canvas, teacher, proportions, budgets) is refused instead of mixing data."""
+    import json
+
+    path = Path(out_dir) / "settings.json"
+    current = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if changed:
+            raise ValueError(
+                f"{out_dir} holds data synthesized with other settings ({', '.join(changed)}); "
+                "use another run name or delete the folder to start over"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,120 @@
+"""pxr.synth_run: seed items on disk, trajectories appended one by one, kill-and-resume without duplicates or loss."""
+
+from collections import Counter
+
+import pytest
+
+from pxr import data, synth, synth_run
+from pxr.config import EpisodeConfig
+from pxr.teacher import TeacherFailure, TemplateTeacher
+
+EPISODE = EpisodeConfig()
+SYNTH = synth.SynthConfig(seed=0)
+
+
+def seed_items(out):
+    items = []
+    for kind, n in (("read", 6), ("coarse", 3), ("flash", 2)):
+        items += synth_run.write_seed_items(kind, n, 0, out, split="train")
+    return items
+
+
+def written(out):
+    records, report = data.read_jsonl(out / synth_run.TRAJECTORIES, data.TrajectoryRecord)
+    return records, report
+
+
+def test_synthesize_writes_one_trajectory_per_item(tmp_path):
+    items = seed_items(tmp_path)
+    report = synth_run.synthesize(
+        items, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    records, read = written(tmp_path)
+    assert report.written == len(items) == len(records) and read.skipped == 0 and not report.failed
+    assert sorted(r.seed_id for r in records) == sorted(i.id for i in items)
+    coarse = [r for r in records if r.meta["kind"] == "coarse"]
+    assert coarse and all(r.variant == "text_only" and len(r.turns) == 1 for r in coarse)
+    for record in records:
+        for turn in record.turns:
+            assert all((tmp_path / p).exists() for p in turn.images)
+        assert record.turns[-1].text.endswith("}") and record.turns[-1].trainable
+    video = next(r for r in records if r.is_video)
+    assert len(video.inputs) == 16 and "select_frames" in video.turns[0].text
+
+
+class Killer:
+    """A teacher that dies (as a killed process would) after answering `budget` items."""
+
+    def __init__(self, budget):
+        self.inner, self.budget = TemplateTeacher(seed=0), budget
+
+    def analyse(self, requests, progress=False):
+        if self.budget < len(requests):
+            raise KeyboardInterrupt
+        self.budget -= len(requests)
+        return self.inner.analyse(requests)
+
+
+def test_kill_and_resume_gives_every_item_exactly_once(tmp_path):
+    items = seed_items(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        synth_run.synthesize(
+            items, tmp_path, Killer(4), synth_config=SYNTH, episode_config=EPISODE, chunk_size=2, progress=False
+        )
+    first, _ = written(tmp_path)
+    assert 0 < len(first) < len(items)
+    with (tmp_path / synth_run.TRAJECTORIES).open("a") as f:
+        f.write('{"id": "half a line')  # a writer killed mid-line
+    report = synth_run.synthesize(
+        items, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    records, read = written(tmp_path)
+    assert report.skipped_done == len(first) and report.written == len(items) - len(first)
+    assert Counter(r.seed_id for r in records) == Counter(i.id for i in items)  # each exactly once
+    assert read.skipped == 1  # the half line is reported, not read as a record
+    again = synth_run.synthesize(
+        items, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    assert again.written == 0 and again.skipped_done == len(items)
+
+
+def test_resumed_run_writes_the_same_trajectories(tmp_path):
+    items = seed_items(tmp_path / "a")
+    synth_run.synthesize(
+        items, tmp_path / "a", TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    items_b = seed_items(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        synth_run.synthesize(
+            items_b, tmp_path / "b", Killer(2), synth_config=SYNTH, episode_config=EPISODE, chunk_size=2, progress=False
+        )
+    synth_run.synthesize(
+        items_b, tmp_path / "b", TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    a = {r.seed_id: r.to_dict() for r in written(tmp_path / "a")[0]}
+    b = {r.seed_id: r.to_dict() for r in written(tmp_path / "b")[0]}
+    assert a == b
+
+
+class Failing:
+    def analyse(self, requests, progress=False):
+        return [TeacherFailure(r.item_id, "request failed", "HTTP 500") for r in requests]
+
+
+def test_failures_and_bad_inputs_are_counted_not_dropped_silently(tmp_path):
+    items = seed_items(tmp_path)
+    (tmp_path / items[0].images[0]).write_bytes(b"not a jpeg")
+    (tmp_path / items[1].images[0]).unlink()
+    report = synth_run.synthesize(
+        items, tmp_path, Failing(), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    assert report.written == 0
+    assert report.failed["teacher: request failed"] == len(items) - 2
+    assert sum(v for k, v in report.failed.items() if k.startswith("unreadable input")) == 2
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    synth_run.claim_output_dir(tmp_path, {"seed": 0, "target_size": 28})
+    synth_run.claim_output_dir(tmp_path, {"seed": 0, "target_size": 28})  # same settings: resume
+    with pytest.raises(ValueError, match=r"other settings \(target_size\)"):
+        synth_run.claim_output_dir(tmp_path, {"seed": 0, "target_size": 40})
