@@ -135,7 +135,7 @@ def _arguments(raw: str | None):
         return raw
 
 
-def _describe(error: Exception, secret: str) -> str:
+def describe_error(error: Exception, secret: str) -> str:
     """`<ExceptionClass>: <first line of the message>`, short, with the key blanked should a server echo it."""
     lines = str(error).strip().splitlines()
     message = lines[0] if lines else ""
@@ -170,7 +170,7 @@ async def _run_episode(client, trajectory: Trajectory, backend, config: RolloutC
             response = await client.chat.completions.create(messages=messages, **request)
         except openai.OpenAIError as error:  # raised only once the client's own retries are spent
             trajectory.generate_seconds += time.perf_counter() - start
-            trajectory.error = _describe(error, secret)
+            trajectory.error = describe_error(error, secret)
             episode.finish("no_answer")
             return
         trajectory.generate_seconds += time.perf_counter() - start
@@ -209,7 +209,7 @@ async def _run_all(trajectories: list[Trajectory], backend, config: RolloutConfi
         bar.close()
 
 
-def _run_sync(make_coroutine):
+def run_sync(make_coroutine):
     """Run a coroutine to completion from sync code, also where a loop already runs (a Jupyter kernel)."""
     try:
         asyncio.get_running_loop()
@@ -238,5 +238,5 @@ def generate_trajectories_openai(
     trajectories = [start_trajectory(q, episode_config) for q in queries]
     secret = read_api_key(backend)  # before any request: a missing key fails the call, not every episode
     if trajectories:
-        _run_sync(lambda: _run_all(trajectories, backend, config, secret, progress))
+        run_sync(lambda: _run_all(trajectories, backend, config, secret, progress))
     return trajectories

@@ -31,7 +31,7 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from pxr.openai_backend import OpenAIBackendConfig, _describe, _run_sync, image_data_url, read_api_key
+from pxr.openai_backend import OpenAIBackendConfig, describe_error, image_data_url, read_api_key, run_sync
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ class OpenAITeacher:
 
     def analyse(self, requests: list[AnalysisRequest], progress: bool = True) -> list[Analysis | TeacherFailure]:
         secret = read_api_key(self.endpoint)  # before any request: a missing key fails the call, not every item
-        return _run_sync(lambda: self._analyse_all(requests, secret, progress)) if requests else []
+        return run_sync(lambda: self._analyse_all(requests, secret, progress)) if requests else []
 
     def prompt_text(self, request: AnalysisRequest) -> str:
         """The user turn's text; the images follow it, those the op returned behind a short caption."""
@@ -306,7 +306,7 @@ class OpenAITeacher:
             try:
                 reply = await self._reply(client, request, attempt)
             except openai.OpenAIError as error:  # raised only once the client's own retries are spent
-                return TeacherFailure(request.item_id, "request failed", _describe(error, secret))
+                return TeacherFailure(request.item_id, "request failed", describe_error(error, secret))
             if isinstance(reply, TeacherFailure):
                 return reply
             content, cached = reply
