@@ -82,9 +82,17 @@ def write_seed_items(
     kind: str, n: int, seed: int, out_dir: Path, *, split: str, jpeg_quality: int = 95, **knobs
 ) -> list[data.SeedItem]:
     """`n` synthetic scenes of `kind` (suite `seed`) saved under `out_dir/seeds/<split>/`, as seed items whose
-    paths are relative to `out_dir`."""
+    paths are relative to `out_dir`. The items are listed in `seeds/<split>-<kind>.jsonl`; a resumed run reads them
+    from there instead of rendering the scenes again (scene i is the same for any n)."""
     folder = Path(out_dir) / "seeds" / split
     folder.mkdir(parents=True, exist_ok=True)
+    listing = folder.parent / f"{split}-{kind}.jsonl"
+    if listing.exists():
+        known, _ = data.read_jsonl(listing, data.SeedItem)
+        if len(known) >= n and all(
+            (Path(out_dir) / p).exists() for item in known[:n] for p in item.video or item.images
+        ):
+            return known[:n]
     items = []
     for index, scene in enumerate(scenes.make_suite(kind, n, seed, **knobs)):
         item_id = f"{split}-{kind}-{index:05d}"
@@ -120,6 +128,7 @@ def write_seed_items(
                     cue_frames=None,
                 )
             )
+    data.write_jsonl(listing, items)
     return items
 
 

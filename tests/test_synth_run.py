@@ -118,3 +118,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     synth_run.claim_output_dir(tmp_path, {"seed": 0, "target_size": 28})  # same settings: resume
     with pytest.raises(ValueError, match=r"other settings \(target_size\)"):
         synth_run.claim_output_dir(tmp_path, {"seed": 0, "target_size": 40})
+
+
+def test_seed_items_are_read_back_instead_of_rendered_again(tmp_path, monkeypatch):
+    first = synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")
+    monkeypatch.setattr(synth_run.scenes, "make_suite", lambda *a, **k: pytest.fail("rendered again"))
+    assert [i.to_dict() for i in synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")] == [
+        i.to_dict() for i in first]
+    assert len(synth_run.write_seed_items("read", 2, 0, tmp_path, split="sft")) == 2
