@@ -101,3 +101,16 @@ def test_saved_config_names_the_image_only_processor_without_torchvision(tiny_di
     config = json.loads((tiny_dir / "processor_config.json").read_text())
     expected = "Qwen2_5_VLProcessor" if is_torchvision_available() else "ImageOnlyProcessor"
     assert config.get("processor_class") == expected
+
+
+@pytest.mark.parametrize("variant", ["pixel", "pixel-reasoner-v1"])
+def test_system_prompt_is_what_the_tool_template_renders(tiny_dir, variant):
+    # SFT data carries the system prompt as text; TRL's GRPO renders tools through the template: the tokens must agree.
+    _, processor = models.load_model(tiny_dir, device="cpu")
+    user = {"role": "user", "content": [{"type": "text", "text": "What digit?"}]}
+    system = {"role": "system", "content": [{"type": "text", "text": protocol.BASE_SYSTEM_TEXT}]}
+    via_tools = processor.apply_chat_template([system, user], tools=protocol.tool_schemas(variant), tokenize=False)
+    as_text = processor.apply_chat_template(
+        protocol.build_messages("x", 0, [], variant=variant)[:1] + [user], tokenize=False
+    )
+    assert via_tools == as_text
