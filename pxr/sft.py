@@ -1,0 +1,299 @@
+"""Supervised fine-tuning on synthesized trajectories (SPEC §3.4): examples replayed through the episode, a loss
+mask of our own, a padding collator, and a `transformers.Trainer` that freezes the vision tower and resumes.
+
+`replay_images` re-runs each recorded trajectory through `VisualEpisode`, so the pixels SFT trains on are the
+pixels RL rollouts and evaluation show (the stored observation JPEGs are only for people to look at). The loss
+covers the tokens of trainable assistant turns only: never observations, system or user text, and never the
+assistant turns that call a wrong op (the paper's rule, not the released code's "last two turns").
+
+Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from pxr import data, protocol
+from pxr.config import EpisodeConfig
+from pxr.episode import VisualEpisode
+
+IGNORE_INDEX = -100
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+END_OF_TURN = "<|im_end|>"
+
+
+# ------------------------------------------------------------------------------------------------- examples
+
+
+def _replay(record: data.TrajectoryRecord, root, episode_config: EpisodeConfig) -> VisualEpisode:
+    """The record's episode run again from its inputs; every observation must match the recorded one."""
+    if not record.inputs:
+        raise ValueError(f"trajectory {record.id}: it has no inputs")
+    paths = [data.resolve_under(root, rel) for rel in record.inputs]
+    # The turns were written for the record's prompt variant; its observation lines depend on it.
+    config = replace(episode_config, prompt=record.prompt)
+    if record.is_video and len(paths) == 1 and paths[0].suffix.lower() in data.VIDEO_SUFFIXES:
+        episode = VisualEpisode(video=paths[0], options=record.options, config=config)
+    else:
+        loaded = []
+        for path in paths:
+            with Image.open(path) as image:
+                loaded.append(image.convert("RGB"))
+        inputs = {"video" if record.is_video else "images": loaded}
+        episode = VisualEpisode(**inputs, options=record.options, config=config)
+    replayed = 0
+    for index, turn in enumerate(record.turns):
+        observation = episode.step(turn.text) if turn.role == "assistant" else None
+        if observation is None:
+            continue
+        replayed += 1
+        recorded = record.turns[index + 1] if index + 1 < len(record.turns) else None
+        if recorded is None or recorded.role != "observation":
+            raise ValueError(f"trajectory {record.id}: turn {index + 1} calls an op but no observation is recorded")
+        if recorded.text != observation.text or len(recorded.images) != len(observation.images):
+            raise ValueError(
+                f"trajectory {record.id}: observation at turn {index + 2} does not match the replay: recorded "
+                f"{recorded.text!r} with {len(recorded.images)} images, replayed {observation.text!r} with "
+                f"{len(observation.images)} images (other pixel budgets or prompt variant?)"
+            )
+    if replayed != sum(t.role == "observation" for t in record.turns):
+        raise ValueError(f"trajectory {record.id}: it records observations that its assistant turns do not produce")
+    return episode
+
+
+def replay_images(record: data.TrajectoryRecord, root, episode_config: EpisodeConfig) -> list[Image.Image]:
+    """The trajectory's images as the model sees them in RL and evaluation: inputs then op outputs, in number
+    order, at their budgets. Raises ValueError (naming the record) if a recorded observation differs."""
+    return _replay(record, root, episode_config).shown_images
+
+
+def sft_example(record: data.TrajectoryRecord, root, episode_config: EpisodeConfig) -> dict:
+    """`messages` (the one chat rendering of an episode), `images` (replayed) and `trainable` (per assistant turn)."""
+    episode = _replay(record, root, episode_config)
+    turns = [(t.role, t.text, len(t.images)) for t in record.turns]
+    messages = protocol.build_messages(
+        record.question,
+        episode.n_inputs,
+        turns,
+        is_video=record.is_video,
+        options=record.options,
+        variant=record.prompt,
+    )
+    trainable = [t.trainable for t in record.turns if t.role == "assistant"]
+    return {"id": record.id, "messages": messages, "images": episode.shown_images, "trainable": trainable}
+
+
+# ----------------------------------------------------------------------------------------------- tokenizing
+
+
+def _find(sequence: list[int], pattern: list[int], start: int) -> int:
+    n = len(pattern)
+    return next((i for i in range(start, len(sequence) - n + 1) if sequence[i : i + n] == pattern), -1)
+
+
+def assistant_spans(input_ids: list[int], tokenizer) -> list[tuple[int, int]]:
+    """[start, end) token spans of the assistant turns: from the token after `<|im_start|>assistant\\n` through
+    `<|im_end|>` and the newline token after it (trained too, as TRL's assistant masks do; the model must learn
+    to end its turn). Found by token ids, so no string offsets are involved."""
+    header = tokenizer(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
+    end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    spans, position = [], 0
+    while (found := _find(input_ids, header, position)) >= 0:
+        start = end = found + len(header)
+        while end < len(input_ids) and input_ids[end] != end_id:
+            end += 1
+        end = min(end + 1, len(input_ids))  # through <|im_end|>
+        if len(newline) == 1 and end < len(input_ids) and input_ids[end] == newline[0]:
+            end += 1
+        spans.append((start, end))
+        position = end
+    return spans
+
+
+def tokenize_example(processor, example: dict, max_length: int | None = None) -> dict:
+    """Tensors for one example: input_ids, attention_mask, labels (-100 outside trainable assistant turns),
+    pixel_values, image_grid_thw. Raises ValueError when longer than `max_length` (truncating would cut image
+    tokens apart from their pixels)."""
+    text = processor.apply_chat_template(example["messages"], tokenize=False)
+    images = example["images"] or None
+    # The episode already put every image on the patch grid inside its budget: no second resize.
+    encoded = processor(text=[text], images=images, return_tensors="pt", do_resize=False)
+    input_ids = encoded["input_ids"][0]
+    if max_length is not None and len(input_ids) > max_length:
+        raise ValueError(f"example {example.get('id', '?')}: {len(input_ids)} tokens exceed max_length {max_length}")
+    # Our own mask instead of TRL's assistant-only loss: that would train every assistant turn, including the
+    # wrong-op calls the paper excludes.
+    spans = assistant_spans(input_ids.tolist(), processor.tokenizer)
+    if len(spans) != len(example["trainable"]):
+        raise ValueError(
+            f"example {example.get('id', '?')}: found {len(spans)} assistant turns in the tokens, "
+            f"expected {len(example['trainable'])}"
+        )
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    for (start, end), trainable in zip(spans, example["trainable"], strict=True):
+        if trainable:
+            labels[start:end] = input_ids[start:end]
+    result = {"input_ids": input_ids, "attention_mask": encoded["attention_mask"][0], "labels": labels}
+    if images:
+        result["pixel_values"] = encoded["pixel_values"]
+        result["image_grid_thw"] = encoded["image_grid_thw"]
+    return result
+
+
+class SFTCollator:
+    """Right-pads a list of tokenized examples (training needs no left padding) and concatenates their patches
+    and grids in example order, which is the order the model matches them to image tokens."""
+
+    def __init__(self, processor):
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        length = max(len(e["input_ids"]) for e in examples)
+
+        def padded(key, value):
+            rows = [torch.cat([e[key], e[key].new_full((length - len(e[key]),), value)]) for e in examples]
+            return torch.stack(rows)
+
+        batch = {
+            "input_ids": padded("input_ids", self.pad_id),
+            "attention_mask": padded("attention_mask", 0),
+            "labels": padded("labels", IGNORE_INDEX),
+        }
+        with_images = [e for e in examples if "pixel_values" in e]
+        if with_images:
+            batch["pixel_values"] = torch.cat([e["pixel_values"] for e in with_images])
+            batch["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in with_images])
+        return batch
+
+
+class SFTDataset(torch.utils.data.Dataset):
+    """Examples tokenized when read, so a large set does not hold every image's patches in memory at once.
+    Already tokenized examples (with `input_ids`) pass through."""
+
+    def __init__(self, processor, examples: list[dict], max_length: int | None = None):
+        self.processor, self.examples, self.max_length = processor, list(examples), max_length
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        return example if "input_ids" in example else tokenize_example(self.processor, example, self.max_length)
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+def freeze_vision_tower(model) -> int:
+    """requires_grad False on every parameter of the vision tower; returns how many tensors were frozen."""
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if "visual" in name:
+            parameter.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def _checkpoint_trainer_class():
+    from transformers import PreTrainedModel, Trainer
+
+    class CheckpointTrainer(Trainer):
+        """Resumes full-model checkpoints through `from_pretrained`. Trainer's own resume loads the safetensors file
+        into the model as it is, but Qwen2.5-VL checkpoints are saved under the old key names (`model.layers.*`,
+        `visual.*`), so in transformers 5.23 every key misses and training silently restarts from the weights
+        the model had (found by tests/test_sft.py)."""
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            model = model if model is not None else self.model
+            if not isinstance(model, PreTrainedModel) or self.is_fsdp_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map="cpu")
+            model.load_state_dict(saved.state_dict(), strict=True)
+
+    return CheckpointTrainer
+
+
+def make_trainer(
+    model,
+    processor,
+    examples: list[dict],
+    *,
+    output_dir,
+    learning_rate: float,
+    num_train_epochs: float = 1.0,
+    max_steps: int = -1,
+    per_device_train_batch_size: int = 1,
+    gradient_accumulation_steps: int = 1,
+    warmup_ratio: float = 0.1,
+    lr_scheduler_type: str = "cosine",
+    save_steps: int = 500,
+    seed: int = 0,
+    bf16: bool = False,
+    gradient_checkpointing: bool = False,
+    lora=None,
+    freeze_vision: bool = True,
+    max_length: int | None = None,
+    logging_steps: int = 1,
+):
+    """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
+
+    Plain Trainer rather than TRL's SFTTrainer: SFTTrainer's dataset preparation re-renders and re-tokenizes
+    multimodal data and skips images in `tool` turns (stack-notes §3), and its assistant mask trains wrong-op
+    turns; our examples come tokenized with our mask, so `remove_unused_columns=False` keeps every key.
+    `max_steps` > 0 overrides `num_train_epochs`. `lora`: a peft LoraConfig (see `pxr.models.lora_config`).
+    """
+    from transformers import TrainingArguments
+
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+    if freeze_vision:
+        freeze_vision_tower(model)
+    if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    model.train()
+    args = TrainingArguments(
+        output_dir=str(Path(output_dir)),
+        learning_rate=learning_rate,
+        num_train_epochs=num_train_epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        warmup_steps=float(warmup_ratio),  # transformers 5 reads a float in [0, 1) as the warm-up ratio
+        lr_scheduler_type=lr_scheduler_type,
+        save_strategy="steps",
+        save_steps=save_steps,
+        seed=seed,
+        bf16=bf16,
+        activation_checkpointing=gradient_checkpointing,  # the new name of gradient_checkpointing
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        remove_unused_columns=False,
+        logging_steps=logging_steps,
+        dataloader_num_workers=0,
+    )
+    return _checkpoint_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=SFTDataset(processor, examples, max_length),
+        data_collator=SFTCollator(processor),
+        processing_class=processor,
+    )
+
+
+def train(trainer):
+    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(trainer.args.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    return trainer.train(resume_from_checkpoint=last)

@@ -1,0 +1,204 @@
+"""pxr.sft: loss masks on self-correction trajectories, replayed pixels, a few training steps, resume."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import TrainerCallback
+
+from pxr import data, models, sft, synth, synth_run
+from pxr.config import EpisodeConfig
+from pxr.teacher import TemplateTeacher
+
+EPISODE = EpisodeConfig()
+SYNTH = synth.SynthConfig(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return models.build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    items = synth_run.write_seed_items("read", 4, 0, out, split="train")
+    items += synth_run.write_seed_items("flash", 1, 0, out, split="train")
+    synth_run.synthesize(
+        items, out, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    records, _ = data.read_jsonl(out / synth_run.TRAJECTORIES, data.TrajectoryRecord)
+    assert len(records) == len(items)
+    return out, records
+
+
+def load(tiny):
+    return models.load_model(tiny, device="cpu", dtype="float32", episode_config=EPISODE)
+
+
+def label_runs(labels):
+    """[start, end) runs of consecutive trained positions."""
+    runs, start = [], None
+    for i, trained in enumerate((labels != sft.IGNORE_INDEX).tolist() + [False]):
+        if trained and start is None:
+            start = i
+        elif not trained and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def test_labels_are_exactly_the_trainable_assistant_turns(tiny, trajectories):
+    root, records = trajectories
+    record = next(r for r in records if r.variant == "two_wrong")
+    assistant = [t for t in record.turns if t.role == "assistant"]
+    wrong = [t for t in assistant if not t.trainable]
+    assert len(wrong) == 2 and all("<tool_call>" in t.text for t in wrong)
+    _, processor = load(tiny)
+    example = sft.sft_example(record, root, EPISODE)
+    assert example["trainable"] == [t.trainable for t in assistant]
+    tokens = sft.tokenize_example(processor, example)
+    ids, labels = tokens["input_ids"], tokens["labels"]
+    assert ids.shape == labels.shape == tokens["attention_mask"].shape
+    assert (labels[labels != sft.IGNORE_INDEX] == ids[labels != sft.IGNORE_INDEX]).all()
+
+    def decode(span):
+        return processor.tokenizer.decode(span.tolist(), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    trained = [decode(ids[a:b]) for a, b in label_runs(labels)]
+    expected = [t.text + "<|im_end|>\n" for t in assistant if t.trainable]
+    assert trained == expected  # each trainable turn fully covered, ending with the end-of-turn token
+    assert "\\boxed{" in trained[-1] and "<tool_call>" in trained[0] and "zoom in" in trained[0].lower()
+    everything = "".join(trained)
+    assert "Here is image" not in everything and "<tool_response>" not in everything
+    assert record.question not in everything and "You are a helpful assistant" not in everything
+    for turn in wrong:
+        call = turn.text[turn.text.index("<tool_call>") :]
+        assert call not in everything
+    untrained = decode(ids[labels == sft.IGNORE_INDEX])
+    assert all(call.text[call.text.index("<tool_call>") :] in untrained for call in wrong)
+
+
+def test_replay_gives_the_recorded_images(trajectories):
+    root, records = trajectories
+    assert any(r.is_video for r in records) and any(r.variant in ("wrong_crop", "two_wrong") for r in records)
+    for record in records:
+        images = sft.replay_images(record, root, EPISODE)
+        recorded = record.meta["episode"]["images"]
+        assert [list(im.size) for im in images] == [e["shown_size"] for e in recorded]
+        observed = [p for t in record.turns for p in t.images]
+        n_inputs = len(images) - len(observed)
+        assert n_inputs == (16 if record.is_video else 1)
+        for image, path in zip(images[n_inputs:], observed, strict=True):
+            with Image.open(root / path) as stored:
+                assert stored.size == image.size
+                difference = np.abs(np.asarray(stored.convert("RGB"), float) - np.asarray(image, float)).mean()
+            assert difference < 4, f"{path}: mean pixel difference {difference:.1f}"  # JPEG noise only
+        assert all(im.width % 28 == 0 and im.height % 28 == 0 for im in images)
+
+
+def test_replay_refuses_a_record_whose_observation_differs(trajectories):
+    root, records = trajectories
+    record = next(r for r in records if any(t.role == "observation" for t in r.turns))
+    sft.replay_images(record, root, EPISODE)
+    tampered = data.TrajectoryRecord.from_dict(record.to_dict())
+    turn = next(t for t in tampered.turns if t.role == "observation")
+    turn.text = turn.text.replace("px", "pixels")
+    with pytest.raises(ValueError, match=record.id):
+        sft.replay_images(tampered, root, EPISODE)
+    with pytest.raises(ValueError, match="does not match"):  # other budgets give other crops
+        sft.replay_images(record, root, replace(EPISODE, crop_max_pixels=64 * 28 * 28))
+
+
+def test_collator_pads_right_and_keeps_image_order(tiny, trajectories):
+    root, records = trajectories
+    _, processor = load(tiny)
+    tokenized = [sft.tokenize_example(processor, sft.sft_example(r, root, EPISODE)) for r in records[:3]]
+    batch = sft.SFTCollator(processor)(tokenized)
+    length = max(len(t["input_ids"]) for t in tokenized)
+    assert batch["input_ids"].shape == batch["labels"].shape == (3, length)
+    for row, t in enumerate(tokenized):
+        n = len(t["input_ids"])
+        assert torch.equal(batch["input_ids"][row, :n], t["input_ids"])
+        assert batch["attention_mask"][row, n:].sum() == 0 and (batch["labels"][row, n:] == sft.IGNORE_INDEX).all()
+    assert torch.equal(batch["pixel_values"], torch.cat([t["pixel_values"] for t in tokenized]))
+    assert torch.equal(batch["image_grid_thw"], torch.cat([t["image_grid_thw"] for t in tokenized]))
+
+
+def batch_loss(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_training_steps_change_the_language_model_only_and_lower_the_loss(tiny, trajectories, tmp_path):
+    root, records = trajectories
+    model, processor = load(tiny)
+    examples = [sft.sft_example(r, root, EPISODE) for r in records]
+    batch = sft.SFTCollator(processor)([sft.tokenize_example(processor, e) for e in examples[:2]])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss_before = batch_loss(model, batch)
+    trainer = sft.make_trainer(
+        model,
+        processor,
+        examples[:2],
+        output_dir=tmp_path / "out",
+        learning_rate=1e-3,
+        max_steps=6,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        warmup_ratio=0.0,
+        save_steps=100,
+        seed=0,
+    )
+    result = sft.train(trainer)
+    assert result.global_step == 6
+    after = dict(model.named_parameters())
+    vision = [n for n in before if "visual" in n]
+    language = [n for n in before if "visual" not in n]
+    assert vision and all(torch.equal(before[n], after[n]) for n in vision)
+    assert sum(not torch.equal(before[n], after[n]) for n in language) > len(language) // 2
+    loss_after = batch_loss(model, batch)
+    assert loss_after < loss_before - 0.1, (loss_before, loss_after)
+
+
+def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path):
+    root, records = trajectories
+    examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
+    out = tmp_path / "out"
+    settings = dict(
+        output_dir=out, learning_rate=1e-4, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=2, seed=0
+    )
+    model, processor = load(tiny)
+    first = sft.train(sft.make_trainer(model, processor, examples, max_steps=2, **settings))
+    assert first.global_step == 2 and (out / "checkpoint-2").is_dir()
+    trained = dict(model.named_parameters())
+    model, processor = load(tiny)
+    trainer = sft.make_trainer(model, processor, examples, max_steps=4, **settings)
+    counter = StepCounter()
+    trainer.add_callback(counter)
+    loaded = []
+    trainer.add_callback(FirstStepWeights(loaded))
+    resumed = sft.train(trainer)
+    assert resumed.global_step == 4 and (out / "checkpoint-4").is_dir()
+    assert counter.steps == 2  # steps 1-2 were not run again
+    # training went on from the checkpoint's weights, not from the freshly loaded ones
+    assert all(torch.equal(loaded[0][n], trained[n].detach()) for n in trained)
+
+
+class StepCounter(TrainerCallback):
+    steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
+class FirstStepWeights(TrainerCallback):
+    def __init__(self, store):
+        self.store = store
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if not self.store:
+            self.store.append({n: p.detach().clone() for n, p in model.named_parameters()})
