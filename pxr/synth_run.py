@@ -323,3 +323,28 @@ def claim_output_dir(out_dir, settings: dict) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def smoke_dataset(out_dir, *, seed: int = 0, episode_config: EpisodeConfig | None = None) -> Path:
+    """A few trajectories and held-out queries made offline in seconds: what a later stage's notebook uses when no
+    synthesis run is named (interactive use, nbval). Returns the folder, laid out as notebook 10 lays out a run."""
+    out = Path(out_dir)
+    config = episode_config or EpisodeConfig()
+    train = [
+        i
+        for kind, n in (("read", 6), ("coarse", 2), ("flash", 2))
+        for i in write_seed_items(kind, n, seed, out, split="sft")
+    ]
+    held_out = [
+        i for kind, n in (("read", 4), ("coarse", 2)) for i in write_seed_items(kind, n, seed + 2, out, split="eval")
+    ]
+    synthesize(
+        train,
+        out,
+        TemplateTeacher(seed=seed),
+        synth_config=synth.SynthConfig(seed=seed),
+        episode_config=config,
+        progress=False,
+    )
+    export_queries(held_out, out / "eval_queries.jsonl")
+    return out

@@ -242,7 +242,7 @@ def trajectory_images(record: dict, root) -> tuple[list[Image.Image], list[str]]
 
 def trajectory_markdown(record: dict, *, max_chars: int = 400) -> str:
     """The turns of a trajectory as markdown: assistant turns marked trainable or masked, observations in italics."""
-    lines = [f"**{record['id']}** ({record['variant']}): {record['question']}  \n"]
+    lines = [f"**{record['id']}** ({record.get('variant', 'rollout')}): {record['question']}  \n"]
     for turn in record["turns"]:
         text = turn["text"] if len(turn["text"]) <= max_chars else turn["text"][: max_chars - 3] + "..."
         text = text.replace("<", "&lt;").replace("\n", " ")
@@ -251,3 +251,48 @@ def trajectory_markdown(record: dict, *, max_chars: int = 400) -> str:
         else:
             lines.append(f"> **assistant{'' if turn['trainable'] else ' (masked)'}:** {text}  \n")
     return "".join(lines)
+
+
+def rollout_images(trajectory) -> tuple[list[Image.Image], list[str]]:
+    """The pictures of a rollout (`pxr.rollout.Trajectory`), for `show_images`: the input as the model saw it with
+    every zoom box of image 1 drawn and numbered (a video as its frame strip), then every image the ops returned."""
+    episode = trajectory.episode
+    first = episode.entries[0]
+    if episode.is_video:
+        picked = {e.frame for e in episode.entries if e.origin == "select"}
+        pictures = [frame_strip([e.shown for e in episode.entries[: episode.n_inputs]], highlight=picked)]
+        titles = ["the video as shown (selected frames outlined)"]
+    else:
+        scale = first.shown.width / first.root_box[2]
+        zooms = [e for e in episode.entries if e.origin == "zoom" and e.root == 1]
+        boxes = [[v * scale for v in e.root_box] for e in zooms]
+        pictures = [draw_boxes(first.shown, boxes, labels=[str(e.number) for e in zooms]) if zooms else first.shown]
+        titles = [f"image 1 as shown ({first.shown.width}x{first.shown.height})"]
+    for entry in episode.entries[episode.n_inputs :]:
+        pictures.append(entry.shown)
+        titles.append(f"image {entry.number} ({entry.origin} of image {entry.parent})")
+    return pictures, titles
+
+
+def curves(
+    series: dict[str, Sequence[tuple[float, float]]],
+    *,
+    xlabel: str = "step",
+    ylabel: str = "",
+    title: str = "",
+    size: tuple[float, float] = (5.0, 2.6),
+) -> Figure:
+    """Named (x, y) series on one axis: a loss curve, RaPR against accuracy, ..."""
+    fig = Figure(figsize=size)
+    ax = fig.add_subplot()
+    for name, points in series.items():
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, label=name, marker="." if len(points) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    return fig
