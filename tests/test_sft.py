@@ -202,3 +202,17 @@ class FirstStepWeights(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if not self.store:
             self.store.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+
+def test_training_inputs_carry_what_rollouts_pass(tiny, trajectories):
+    # Rollouts call the model with everything the processor returns; a key dropped in training (mm_token_type_ids
+    # places the images' M-RoPE positions) gives a model trained on other positions than it is run with.
+    _, processor = load(tiny)
+    root, records = trajectories
+    example = sft.sft_example(records[0], root, EPISODE)
+    text = processor.apply_chat_template(example["messages"], tokenize=False)
+    encoded = processor(text=[text], images=example["images"], return_tensors="pt", do_resize=False)
+    batch = sft.SFTCollator(processor)([sft.tokenize_example(processor, example)])
+    assert set(encoded) <= set(batch)
+    for key in encoded:
+        assert torch.equal(batch[key].reshape(encoded[key].shape), encoded[key]), key
