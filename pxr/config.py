@@ -102,3 +102,59 @@ class RewardConfig:
             "penalty_coef": self.penalty_coef,
             "form": self.reward_form,
         }
+
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("none", "group", "batch")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """GRPO over multi-turn episodes (SPEC §4.1); `pxr.rl.grpo_args` turns it into TRL's `GRPOConfig`.
+
+    Defaults are smoke-sized; `params/30_train_rl/paper.yaml` holds the paper's values. One optimizer step sees
+    `per_device_train_batch_size × gradient_accumulation_steps × processes` rollouts, i.e. that many / G queries.
+    """
+
+    num_generations: int = 4  # G: rollouts per query (paper: 8)
+    learning_rate: float = 1e-5  # paper: 1e-6
+    lr_scheduler_type: str = "cosine"  # paper: cosine
+    warmup_ratio: float = 0.03  # paper: 3 %
+    temperature: float = 1.0  # sampling temperature of the rollouts (paper: 1.0)
+    kl_coef: float = 0.0  # KL penalty to the reference model (paper: 0; TRL's beta)
+    clip_low: float = 0.2  # PPO clip ε_low
+    clip_high: float = 0.2  # PPO clip ε_high (DAPO's clip-higher when > clip_low)
+    loss_type: str = "dapo"  # loss aggregation over tokens: grpo, bnpo, dr_grpo, dapo
+    scale_rewards: str = "none"  # advantage = r' − group mean; "group" also divides by the group std
+    max_completion_length: int = 256  # every completion token, observation and image tokens included
+    max_tool_calls: int = 4  # tool-calling turns per rollout (TRL's max_tool_calling_iterations)
+    per_device_train_batch_size: int = 4  # rollouts per device per micro-step (a multiple of G overall)
+    gradient_accumulation_steps: int = 1
+    steps_per_generation: int = 1  # optimizer steps per generation batch (paper: 512 / 256 queries = 2)
+    num_iterations: int = 1  # μ: updates per generation batch
+    max_steps: int = 2  # optimizer steps
+    save_steps: int = 50  # checkpoint every N steps (resume picks up the last one)
+    filter_uniform_groups: bool = True  # drop groups whose rewards are all equal from the loss (paper)
+    mask_truncated: bool = True  # truncated rollouts (cut by the length limit) leave the loss
+    freeze_vision: bool = True  # keep the vision tower frozen
+    lora_rank: int = 0  # 0 = full fine-tuning; > 0: LoRA of this rank on the language model
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False  # generate with vLLM (GPU servers where it is installed)
+    logging_steps: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations (G) must be >= 2 for group advantages, got {self.num_generations}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.clip_high < self.clip_low:
+            raise ValueError(f"clip_high ({self.clip_high}) must be >= clip_low ({self.clip_low})")
+        for name in ("max_completion_length", "max_tool_calls", "per_device_train_batch_size", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -175,6 +175,18 @@ class VisualEpisode:
             self.answer = protocol.extract_answer(assistant_text, self.options)
             self.finish("answer" if self.answer is not None else "no_answer")
             return None
+        return self._run_call(lambda: protocol.parse_tool_call(assistant_text))
+
+    def call(self, name: str, arguments: dict[str, Any]) -> Observation:
+        """Execute an op call that arrives already parsed (a trainer's native tool call, e.g. TRL's environment
+        tools): the same limits, records and observations as a call written in the text of `step`. Never raises;
+        after the episode has ended it returns an error observation."""
+        if self.done:
+            return Observation(False, protocol.error_observation_text("the episode has ended; give your answer."))
+        self.turns += 1
+        return self._run_call(lambda: protocol.ToolCall(str(name), dict(arguments or {})))
+
+    def _run_call(self, read_call) -> Observation:
         record: dict[str, Any] = {
             "turn": self.turns,
             "name": None,
@@ -195,7 +207,7 @@ class VisualEpisode:
                 record, "max_ops", f"the limit of {self.config.max_ops} operations per episode is reached."
             )
         try:
-            call = protocol.parse_tool_call(assistant_text)
+            call = read_call()
             record["name"], record["arguments"] = call.name, call.arguments
             new = self._execute(call, record)
         except (protocol.ToolCallError, ops.OpError) as err:

@@ -25,6 +25,8 @@ from pxr.episode import VisualEpisode
 from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
 
 TRAJECTORIES = "sft_trajectories.jsonl"
+RL_QUERIES = "rl_queries.jsonl"  # the RL stage's training queries
+EVAL_QUERIES = "eval_queries.jsonl"  # held-out queries (seeds disjoint from the other splits)
 
 
 @dataclass
@@ -335,6 +337,7 @@ def smoke_dataset(out_dir, *, seed: int = 0, episode_config: EpisodeConfig | Non
         for kind, n in (("read", 6), ("coarse", 2), ("flash", 2))
         for i in write_seed_items(kind, n, seed, out, split="sft")
     ]
+    rl = [i for kind, n in (("read", 4), ("coarse", 2)) for i in write_seed_items(kind, n, seed + 1, out, split="rl")]
     held_out = [
         i for kind, n in (("read", 4), ("coarse", 2)) for i in write_seed_items(kind, n, seed + 2, out, split="eval")
     ]
@@ -346,5 +349,6 @@ def smoke_dataset(out_dir, *, seed: int = 0, episode_config: EpisodeConfig | Non
         episode_config=config,
         progress=False,
     )
-    export_queries(held_out, out / "eval_queries.jsonl")
+    export_queries(rl, out / RL_QUERIES)
+    export_queries(held_out, out / EVAL_QUERIES)
     return out

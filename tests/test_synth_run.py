@@ -124,5 +124,6 @@ def test_seed_items_are_read_back_instead_of_rendered_again(tmp_path, monkeypatc
     first = synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")
     monkeypatch.setattr(synth_run.scenes, "make_suite", lambda *a, **k: pytest.fail("rendered again"))
     assert [i.to_dict() for i in synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")] == [
-        i.to_dict() for i in first]
+        i.to_dict() for i in first
+    ]
     assert len(synth_run.write_seed_items("read", 2, 0, tmp_path, split="sft")) == 2

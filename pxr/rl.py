@@ -1,0 +1,338 @@
+"""Curiosity-driven RL (SPEC §4): TRL's `GRPOTrainer` with the visual-operation environment and pxr's reward.
+
+- Rollouts: TRL generates, parses each turn's tool call and runs it in `pxr.rl_env` (one `VisualEpisode` per rollout);
+  crops and frames reach the continued generation and the loss forward; observation tokens are out of the loss.
+- Prompts: TRL renders tool schemas from the environment's method signatures, which cannot say everything
+  `pxr.protocol` declares (`minItems`, `minimum`); `use_protocol_schemas` makes the processor render the protocol's
+  schemas, so an RL prompt is token for token the SFT and evaluation prompt (tested).
+- Reward (`make_reward_function`): r' = r + α·curiosity + β·penalty from `pxr.reward.group_rewards`, on whole groups.
+  TRL puts the G rollouts of a query next to each other in the global batch (its advantages are taken over
+  `view(-1, G)` of the gathered rewards); with several processes a group can straddle two of them, so every process
+  gathers the per-rollout facts, computes the groups in that same order and keeps its own slice.
+- Filtering (`PixelReasonerGRPOTrainer`): groups whose rewards are all equal carry no signal and are removed from the
+  loss (their tokens leave the normalisation too), and truncated rollouts are masked when `mask_truncated`; both
+  are counted in the step log.
+- Logging: accuracy, RaPR, mean ops, op error rate, curiosity, penalty, filtered-group share, truncated share,
+  tool-call failure rate every step, through TRL's metrics, and to `steps.jsonl` in the run folder.
+
+Tests: tests/test_rl.py (reward path, filtering, 2 GRPO steps on the tiny model, crops in the loss forward),
+tests/test_rl_dist.py (2 CPU processes give the rewards of 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pxr import protocol, reward
+from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.rl_env import environment_factory, rl_dataset
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
+
+
+# ------------------------------------------------------------------------------------------------ prompt rendering
+
+
+def use_protocol_schemas(processor, variant: str = "pixel") -> None:
+    """Make `processor.apply_chat_template` render `protocol.tool_schemas(variant)` for tools given as callables."""
+    if getattr(processor.apply_chat_template, "pxr_variant", None) == variant:
+        return
+    original = getattr(processor.apply_chat_template, "pxr_original", processor.apply_chat_template)
+    schemas = {schema["function"]["name"]: schema for schema in protocol.tool_schemas(variant)}
+
+    def apply_chat_template(*args, tools=None, **kwargs):
+        if tools:
+            tools = [schemas.get(getattr(tool, "__name__", None), tool) if callable(tool) else tool for tool in tools]
+        return original(*args, tools=tools, **kwargs)
+
+    apply_chat_template.pxr_variant, apply_chat_template.pxr_original = variant, original
+    processor.apply_chat_template = apply_chat_template
+
+
+# --------------------------------------------------------------------------------------------------- the reward
+
+
+def _process_state():
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def _gather(items: list) -> list:
+    """Every process's items, in process order (`accelerate.utils.gather_object`); the items themselves with one."""
+    _, processes = _process_state()
+    if processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return gather_object(list(items))
+
+
+def rollout_facts(environment, completion: list[dict], truncated: bool) -> dict[str, Any]:
+    """What the reward needs of one finished rollout: its correctness and its episode record."""
+    final = next((m for m in reversed(completion) if m.get("role") == "assistant"), None)
+    record = environment._close(final, truncated=truncated)
+    query = environment.query
+    text = (final or {}).get("content") or ""
+    correct = record["ending"] == "answer" and reward.is_correct(text, query.answer, options=query.options)
+    return {"qid": query.qid, "is_video": query.is_video, "correct": float(correct), "record": record}
+
+
+def score_groups(facts: list[dict], group_size: int, reward_config: RewardConfig) -> list[dict[str, float]]:
+    """Shaped rewards and their parts for consecutive groups of `group_size` rollouts (the gathered batch)."""
+    if len(facts) % group_size:
+        raise ValueError(f"{len(facts)} rollouts do not split into groups of G = {group_size}")
+    scored = []
+    for start in range(0, len(facts), group_size):
+        group = facts[start : start + group_size]
+        if len({f["qid"] for f in group}) != 1:
+            raise ValueError(f"rollouts {start}..{start + group_size - 1} mix queries: the batch is not grouped by G")
+        terms = reward.group_rewards(
+            [f["record"] for f in group],
+            [f["correct"] for f in group],
+            count_failed_ops=reward_config.count_failed_ops,
+            zero_if_unfixed_error=reward_config.zero_if_unfixed_error,
+            is_video=group[0]["is_video"],
+            **reward_config.shaped_kwargs(),
+        )
+        uniform = len(set(terms.total)) == 1
+        for k, f in enumerate(group):
+            scored.append(
+                {
+                    "reward": terms.total[k],
+                    "correct": terms.correctness[k],
+                    "curiosity": terms.curiosity[k],
+                    "penalty": terms.penalty[k],
+                    "rapr": terms.rapr,
+                    "uniform_group": float(uniform),
+                    "truncated": float(f["record"]["ending"] == "truncated"),
+                    "ops": float(f["record"]["ops_executed"]),
+                    "ops_requested": float(f["record"]["ops_requested"]),
+                    "ops_failed": float(f["record"]["ops_requested"] - f["record"]["ops_executed"]),
+                }
+            )
+    return scored
+
+
+def batch_metrics(scored: list[dict[str, float]], group_size: int) -> dict[str, float]:
+    """The step's figures over the whole gathered batch (SPEC §4.1 logging)."""
+    n = len(scored)
+    requested = sum(s["ops_requested"] for s in scored)
+    return {
+        "accuracy": sum(s["correct"] for s in scored) / n,
+        "rapr": sum(s["ops"] > 0 for s in scored) / n,
+        "mean_ops": sum(s["ops"] for s in scored) / n,
+        "op_error_rate": sum(s["ops_failed"] for s in scored) / requested if requested else 0.0,
+        "curiosity_mean": sum(s["curiosity"] for s in scored) / n,
+        "penalty_mean": sum(s["penalty"] for s in scored) / n,
+        "reward_mean": sum(s["reward"] for s in scored) / n,
+        "filtered_group_share": sum(s["uniform_group"] for s in scored[::group_size]) / (n // group_size),
+        "truncated_share": sum(s["truncated"] for s in scored) / n,
+    }
+
+
+def make_reward_function(reward_config: RewardConfig, group_size: int, end_token_ids):
+    """The reward TRL calls once per generation batch with every local rollout (`environments` included).
+
+    `end_token_ids`: tokens a finished completion ends with; a completion ending otherwise was cut by the length
+    limit and is truncated (reward 0, SPEC §4.1). The last call's per-rollout parts stay on `.last` for the trainer.
+    """
+    end_ids = set(end_token_ids)
+
+    def pixel_reasoner_reward(prompts, completions, completion_ids, environments=None, log_metric=None, **_):
+        if environments is None:
+            raise ValueError("the pixel-reasoner reward needs TRL's environment_factory (pxr.rl_env)")
+        local = [
+            rollout_facts(env, completion, truncated=bool(ids) and ids[-1] not in end_ids)
+            for env, completion, ids in zip(environments, completions, completion_ids, strict=True)
+        ]
+        gathered = _gather(local)
+        scored = score_groups(gathered, group_size, reward_config)
+        rank, _ = _process_state()
+        offset = rank * len(local)  # TRL gives every process the same number of rollouts
+        mine = scored[offset : offset + len(local)]
+        pixel_reasoner_reward.last = mine
+        if log_metric is not None:
+            for name, value in batch_metrics(scored, group_size).items():
+                log_metric(f"pxr/{name}", value)
+        return [s["reward"] for s in mine]
+
+    pixel_reasoner_reward.last = []
+    return pixel_reasoner_reward
+
+
+# ------------------------------------------------------------------------------------------------- the trainer
+
+
+class StepLog:
+    """A `TrainerCallback` writing every logged step to `steps.jsonl`; on resume, lines past the checkpoint go."""
+
+    def __new__(cls, path):
+        from transformers import TrainerCallback
+
+        class _StepLog(TrainerCallback):
+            def __init__(self, path):
+                self.path = Path(path)
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                if state.is_world_process_zero and self.path.exists():
+                    kept = [line for line in read_step_log(self.path) if line["step"] <= state.global_step]
+                    self.path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with self.path.open("a") as f:
+                        f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+        return _StepLog(path)
+
+
+def read_step_log(path) -> list[dict[str, Any]]:
+    """The step log's entries, a half-written last line (a crash mid-write) skipped."""
+    entries = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    from pxr.checkpoints import FromPretrainedResume
+
+    class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
+        """GRPO with pxr's group filtering and truncation masking (SPEC §4.1) on top of TRL's loss."""
+
+        def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.filter_uniform_groups, self.mask_truncated = filter_uniform_groups, mask_truncated
+
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            scored = self.reward_funcs[0].last
+            keep = torch.tensor(
+                [
+                    not (self.filter_uniform_groups and s["uniform_group"])
+                    and not (self.mask_truncated and s["truncated"])
+                    for s in scored
+                ],
+                device=output["completion_mask"].device,
+                dtype=output["completion_mask"].dtype,
+            )
+            tool_mask = output.get("tool_mask", torch.ones_like(output["completion_mask"]))
+            output["tool_mask"] = tool_mask * keep[:, None]  # tool_mask only enters the loss mask
+            loss_tokens = (output["completion_mask"] * output["tool_mask"]).sum()
+            output["num_items_in_batch"] = self.accelerator.gather(loss_tokens).sum()
+            mode = "train" if self.model.training else "eval"
+            kept_share = self.accelerator.gather(keep.float().mean()).mean().item()
+            self._metrics[mode]["pxr/rollouts_in_loss_share"].append(kept_share)
+            return output
+
+    return PixelReasonerGRPOTrainer
+
+
+def end_token_ids(processor, model) -> list[int]:
+    """Tokens a completed turn ends with (the generation config's eos tokens and the pad token)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return sorted(i for i in ids if i is not None)
+
+
+def grpo_args(rl_config: RLConfig, output_dir) -> Any:
+    """TRL's `GRPOConfig` for an `RLConfig`."""
+    from trl import GRPOConfig
+
+    c = rl_config
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        learning_rate=c.learning_rate,
+        lr_scheduler_type=c.lr_scheduler_type,
+        warmup_steps=float(c.warmup_ratio),  # transformers 5 reads a float in [0, 1) as the warm-up ratio
+        num_generations=c.num_generations,
+        per_device_train_batch_size=c.per_device_train_batch_size,
+        gradient_accumulation_steps=c.gradient_accumulation_steps,
+        steps_per_generation=c.steps_per_generation,
+        num_iterations=c.num_iterations,
+        max_steps=c.max_steps,
+        save_strategy="steps",
+        save_steps=c.save_steps,
+        temperature=c.temperature,
+        beta=c.kl_coef,
+        epsilon=c.clip_low,
+        epsilon_high=c.clip_high,
+        loss_type=c.loss_type,
+        scale_rewards=c.scale_rewards,
+        max_completion_length=c.max_completion_length,
+        max_tool_calling_iterations=c.max_tool_calls,
+        mask_truncated_completions=False,  # pxr masks truncated rollouts itself (it also knows the episode limits)
+        use_vllm=c.use_vllm,
+        bf16=c.bf16,
+        activation_checkpointing=c.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=c.logging_steps,
+        seed=c.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def make_trainer(
+    model,
+    processor,
+    queries,
+    *,
+    data_root,
+    output_dir,
+    episode_config: EpisodeConfig,
+    reward_config: RewardConfig,
+    rl_config: RLConfig,
+    step_log=None,
+):
+    """A `PixelReasonerGRPOTrainer` on `queries` (`pxr.data.RLQuery`, paths under `data_root`).
+
+    LoRA (`rl_config.lora_rank` > 0) adapts the language model only; the vision tower is frozen unless
+    `rl_config.freeze_vision` is false. `step_log`: where the per-step JSONL goes (default `output_dir/steps.jsonl`).
+    """
+    from pxr import models
+    from pxr.sft import freeze_vision_tower
+
+    if not queries:
+        raise ValueError("no RL queries: run notebook 10 (export_queries) or give a query file")
+    use_protocol_schemas(processor, episode_config.prompt)
+    peft_config = models.lora_config(rank=rl_config.lora_rank) if rl_config.lora_rank else None
+    if rl_config.freeze_vision:
+        freeze_vision_tower(model)
+    model.train()
+    output_dir = Path(output_dir)
+    reward_function = make_reward_function(reward_config, rl_config.num_generations, end_token_ids(processor, model))
+    return _trainer_class()(
+        model=model,
+        reward_funcs=[reward_function],
+        args=grpo_args(rl_config, output_dir / "checkpoints"),
+        train_dataset=rl_dataset(list(queries)),
+        processing_class=processor,
+        peft_config=peft_config,
+        environment_factory=environment_factory(episode_config, data_root),
+        callbacks=[StepLog(step_log or output_dir / "steps.jsonl")],
+        filter_uniform_groups=rl_config.filter_uniform_groups,
+        mask_truncated=rl_config.mask_truncated,
+    )
+
+
+def train(trainer):
+    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one."""
+    from pxr.checkpoints import last_checkpoint
+
+    return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
