@@ -113,7 +113,8 @@ class RLConfig:
     """GRPO over multi-turn episodes (SPEC §4.1); `pxr.rl.grpo_args` turns it into TRL's `GRPOConfig`.
 
     Defaults are smoke-sized; `params/30_train_rl/paper.yaml` holds the paper's values. One optimizer step sees
-    `per_device_train_batch_size × gradient_accumulation_steps × processes` rollouts, i.e. that many / G queries.
+    `per_device_train_batch_size × gradient_accumulation_steps × processes` rollouts (a multiple of G); one
+    generation batch is `updates_per_generation` times that, i.e. that many / G queries.
     """
 
     num_generations: int = 4  # G: rollouts per query (paper: 8)
@@ -130,7 +131,7 @@ class RLConfig:
     max_tool_calls: int = 4  # tool-calling turns per rollout (TRL's max_tool_calling_iterations)
     per_device_train_batch_size: int = 4  # rollouts per device per micro-step (a multiple of G overall)
     gradient_accumulation_steps: int = 1
-    steps_per_generation: int = 1  # optimizer steps per generation batch (paper: 512 / 256 queries = 2)
+    updates_per_generation: int = 1  # optimizer steps per generation batch (paper: 512 × 8 / 256 rollouts = 16)
     num_iterations: int = 1  # μ: updates per generation batch
     max_steps: int = 2  # optimizer steps
     save_steps: int = 50  # checkpoint every N steps (resume picks up the last one)
@@ -155,6 +156,14 @@ class RLConfig:
             raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
         if self.clip_high < self.clip_low:
             raise ValueError(f"clip_high ({self.clip_high}) must be >= clip_low ({self.clip_low})")
-        for name in ("max_completion_length", "max_tool_calls", "per_device_train_batch_size", "max_steps"):
+        for name in (
+            "max_completion_length",
+            "max_tool_calls",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "updates_per_generation",
+            "num_iterations",
+            "max_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

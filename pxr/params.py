@@ -124,17 +124,31 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _run_file(folder: Path, stem: str, run: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """A run file's values; `extends: <run>` first takes that run's (an ablation states only its difference)."""
+    path = folder / f"{run}.yaml"
+    if not path.exists():
+        available = ", ".join(run_names(stem)) or "none"
+        raise ParamError(f"no params file {path.relative_to(repo_root())}; runs of {stem}: {available}")
+    if run in seen:
+        raise ParamError(f"params of {stem} extend in a circle: {' -> '.join((*seen, run))}")
+    values = _read_yaml(path)
+    parent = values.pop("extends", None)
+    if parent is None or parent == "base":
+        return values
+    if not isinstance(parent, str):
+        raise ParamError(f"{path.relative_to(repo_root())}: extends must name a run, got {parent!r}")
+    return {**_run_file(folder, stem, parent, (*seen, run)), **values}
+
+
 def load_params(stem: str, run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """base.yaml, then <run>.yaml, then the overrides, later winning; validated against the notebook."""
+    """base.yaml, then <run>.yaml (after the run it `extends`, if any), then the overrides, later winning;
+    validated against the notebook."""
     folder = repo_root() / "params" / stem
     base = folder / "base.yaml"
     params = _read_yaml(base) if base.exists() else {}
     if run != "base":
-        path = folder / f"{run}.yaml"
-        if not path.exists():
-            available = ", ".join(run_names(stem)) or "none"
-            raise ParamError(f"no params file {path.relative_to(repo_root())}; runs of {stem}: {available}")
-        params.update(_read_yaml(path))
+        params.update(_run_file(folder, stem, run, ()))
     params.update(parse_override(o) for o in overrides)
     validate(stem, params)
     return params

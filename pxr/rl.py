@@ -262,7 +262,7 @@ def grpo_args(rl_config: RLConfig, output_dir) -> Any:
         num_generations=c.num_generations,
         per_device_train_batch_size=c.per_device_train_batch_size,
         gradient_accumulation_steps=c.gradient_accumulation_steps,
-        steps_per_generation=c.steps_per_generation,
+        steps_per_generation=c.updates_per_generation * c.gradient_accumulation_steps,  # TRL counts micro-steps
         num_iterations=c.num_iterations,
         max_steps=c.max_steps,
         save_strategy="steps",
@@ -336,3 +336,19 @@ def train(trainer):
     from pxr.checkpoints import last_checkpoint
 
     return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
+
+
+def step_series(entries: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one logged figure, for `pxr.viz.curves`."""
+    return [(e["step"], e[key]) for e in entries if e.get(key) is not None]
+
+
+def save_policy(trainer, processor, path) -> Path:
+    """The trained policy as a self-contained checkpoint `load_model(path)` reads (LoRA merged into the weights)."""
+    path = Path(path)
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # peft: later stages load plain weights, not an adapter on a base
+        model = model.merge_and_unload()
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

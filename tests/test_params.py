@@ -75,3 +75,18 @@ def test_real_notebooks_declare_their_parameters_with_help():
         assert all(p["help"] for p in declared.values()), f"{stem}: every parameter needs a trailing comment"
         for run in params.run_names(stem):
             params.load_params(stem, run)  # every committed params file validates
+
+
+def test_a_run_extends_another_run(fake_repo):
+    folder = fake_repo / "params" / "00_first"
+    (folder / "ablation.yaml").write_text("extends: toy\nscale: 2.0\n")
+    (folder / "deeper.yaml").write_text("extends: ablation\nname: deep\n")
+    assert params.load_params("00_first", "ablation") == {"steps": 5, "scale": 2.0}
+    assert params.load_params("00_first", "deeper") == {"steps": 5, "scale": 2.0, "name": "deep"}
+    (folder / "loop_a.yaml").write_text("extends: loop_b\n")
+    (folder / "loop_b.yaml").write_text("extends: loop_a\n")
+    with pytest.raises(params.ParamError, match="circle"):
+        params.load_params("00_first", "loop_a")
+    (folder / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(params.ParamError, match="no params file"):
+        params.load_params("00_first", "orphan")

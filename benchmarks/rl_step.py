@@ -1,0 +1,139 @@
+"""Seconds per RL step and where they go: generation, op execution, reward, the rest of rollout scoring, and the
+loss forward/backward, side by side in one run (tiny model, CPU by default).
+
+The tiny model is random, so on its own it would never call an op. `model.generate` is wrapped: the real model
+generates as many tokens as the scripted turn has (all of its compute), and the tokens that come out are the
+script's: half the rollouts zoom on their first turn and answer after the observation, the others answer at once.
+
+    .venv/bin/python benchmarks/rl_step.py [--size tiny|small] [--steps 4] [--generations 4] [--batch 8]
+
+Each row is the mean over the measured steps (the first step, which warms up, is left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from pxr import data, models, protocol, rl, rl_env, synth_run
+from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+
+ZOOM = "The digit is small; looking closer.\n" + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.2, 0.2, 0.6, 0.6]})
+
+
+class Timers:
+    def __init__(self):
+        self.seconds = defaultdict(float)
+
+    def wrap(self, owner, name, key):
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def scripted_generate(model, tokenizer):
+    real = model.generate
+
+    def generate(input_ids=None, attention_mask=None, **kwargs):
+        scripts = []
+        for i, ids in enumerate(input_ids):
+            text = tokenizer.decode(ids[attention_mask[i].bool()])
+            turn = "It is \\boxed{3}." if "<tool_response>" in text else ZOOM if i % 2 == 0 else "It is \\boxed{7}."
+            scripts.append(tokenizer(turn + "<|im_end|>")["input_ids"])
+        width = max(map(len, scripts))
+        kwargs.pop("generation_config", None)
+        real(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=width, min_new_tokens=width,
+             do_sample=True, **kwargs)  # fmt: skip
+        new = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in scripts])
+        return torch.cat([input_ids, new], dim=1)
+
+    model.generate = generate
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="tiny", choices=sorted(models.MODEL_SIZES))
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=4, help="G")
+    parser.add_argument("--batch", type=int, default=8, help="rollouts per step")
+    parser.add_argument("--max-pixels", type=int, default=256 * 784, help="query and crop budget")
+    args = parser.parse_args()
+
+    episode_config = EpisodeConfig(image_max_pixels=args.max_pixels, crop_max_pixels=args.max_pixels)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synth_run.smoke_dataset(Path(tmp) / "data", seed=0, episode_config=episode_config)
+        queries, _ = data.read_jsonl(root / synth_run.RL_QUERIES, data.RLQuery)
+        path = models.build_tiny_model(Path(tmp) / "model", seed=0, size=args.size)
+        model, processor = models.load_model(path, episode_config=episode_config, device="cpu", dtype="float32")
+        scripted_generate(model, processor.tokenizer)
+        timers = Timers()
+        timers.wrap(model, "generate", "generation")
+        timers.wrap(rl_env._EpisodeEnvironment, "_observe", "op execution")
+        config = RLConfig(max_steps=args.steps + 1, num_generations=args.generations,
+                          per_device_train_batch_size=args.batch, save_steps=10_000, max_completion_length=512)  # fmt: skip
+        trainer = rl.make_trainer(model, processor, queries, data_root=root, output_dir=Path(tmp) / "run",
+                                  episode_config=episode_config, reward_config=RewardConfig(), rl_config=config)  # fmt: skip
+        trainer.reward_funcs[0] = TimedReward(trainer.reward_funcs[0], timers)
+        timers.wrap(trainer, "_generate_and_score_completions", "rollout + scoring")
+        timers.wrap(trainer, "training_step", "step")
+        per_step = []
+        original_step = trainer.training_step
+
+        def step(*a, **k):
+            before = dict(timers.seconds)
+            result = original_step(*a, **k)
+            per_step.append({key: timers.seconds[key] - before.get(key, 0.0) for key in timers.seconds})
+            return result
+
+        trainer.training_step = step
+        trainer.train()
+    measured = per_step[1:] or per_step
+    mean = {key: sum(s.get(key, 0.0) for s in measured) / len(measured) for key in measured[0]}
+    rollout_other = mean["rollout + scoring"] - mean["generation"] - mean["op execution"] - mean["reward"]
+    rows = [
+        ("generation (model.generate)", mean["generation"]),
+        ("op execution (VisualEpisode)", mean["op execution"]),
+        ("reward (gathered groups)", mean["reward"]),
+        ("rest of rollout scoring (processor, tool loop, old logprobs)", rollout_other),
+        ("loss forward + backward + optimizer", mean["step"] - mean["rollout + scoring"]),
+    ]
+    total = mean["step"]
+    print(f"\nRL step, {args.size} model, {args.batch} rollouts (G = {args.generations}), {len(measured)} steps measured")
+    print(f"{'part':62s} {'s/step':>8s} {'share':>7s}")
+    for name, seconds in rows:
+        print(f"{name:62s} {seconds:8.3f} {seconds / total:7.1%}")
+    print(f"{'total':62s} {total:8.3f}")
+
+
+class TimedReward:
+    """The reward function, timed; it keeps the `.last` the trainer reads off it."""
+
+    def __init__(self, function, timers):
+        self.function, self.timers, self.__name__ = function, timers, function.__name__
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            self.timers.seconds["reward"] += time.perf_counter() - start
+
+    @property
+    def last(self):
+        return self.function.last
+
+
+if __name__ == "__main__":
+    main()
