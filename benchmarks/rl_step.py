@@ -110,7 +110,9 @@ def main():
         ("loss forward + backward + optimizer", mean["step"] - mean["rollout + scoring"]),
     ]
     total = mean["step"]
-    print(f"\nRL step, {args.size} model, {args.batch} rollouts (G = {args.generations}), {len(measured)} steps measured")
+    print(
+        f"\nRL step, {args.size} model, {args.batch} rollouts (G = {args.generations}), {len(measured)} steps measured"
+    )
     print(f"{'part':62s} {'s/step':>8s} {'share':>7s}")
     for name, seconds in rows:
         print(f"{name:62s} {seconds:8.3f} {seconds / total:7.1%}")

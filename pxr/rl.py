@@ -21,11 +21,13 @@ tests/test_rl_dist.py (2 CPU processes give the rewards of 1).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pxr import protocol, reward
@@ -217,6 +219,16 @@ def _trainer_class():
             super().__init__(*args, **kwargs)
             self.filter_uniform_groups, self.mask_truncated = filter_uniform_groups, mask_truncated
 
+        def _tokenize_prompts(self, prompts):
+            # With environments, TRL 1.16 renders each prompt without return_tensors and keeps the image fields as
+            # lists; its tool loop then fails (`image_grid_thw.prod`) on a turn whose tool results hold no image
+            # (every call failed). Tensors here are what its batched path produces.
+            prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+            for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
+                if key in fields and not isinstance(fields[key], torch.Tensor):
+                    fields[key] = torch.as_tensor(np.asarray(fields[key]))
+            return prompt_ids, images, fields
+
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
             scored = self.reward_funcs[0].last
@@ -310,6 +322,8 @@ def make_trainer(
 
     if not queries:
         raise ValueError("no RL queries: run notebook 10 (export_queries) or give a query file")
+    if rl_config.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ValueError("use_vllm needs vLLM installed (GPU servers); without it, set use_vllm: false")
     use_protocol_schemas(processor, episode_config.prompt)
     peft_config = models.lora_config(rank=rl_config.lora_rank) if rl_config.lora_rank else None
     if rl_config.freeze_vision:

@@ -150,15 +150,15 @@ def test_batch_metrics_count_filtered_groups():
     assert figures["rapr"] == 0.25 and figures["mean_ops"] == 0.25
 
 
-def scripted_generate(model, tokenizer, zoom_every=2):
-    """Replace `model.generate`: real forward passes elsewhere, but the tokens say "zoom" on every `zoom_every`-th
+def scripted_generate(model, tokenizer, zoom_every=2, call=ZOOM):
+    """Replace `model.generate`: real forward passes elsewhere, but the tokens `call` an op on every `zoom_every`-th
     first turn and answer after an observation, so the tiny random model exercises the tool loop."""
 
     def generate(input_ids=None, attention_mask=None, **kwargs):
         rows = []
         for i, ids in enumerate(input_ids):
             text = tokenizer.decode(ids[attention_mask[i].bool()])
-            turn = "It is \\boxed{3}." if "<tool_response>" in text else ZOOM if i % zoom_every == 0 else "\\boxed{7}"
+            turn = "It is \\boxed{3}." if "<tool_response>" in text else call if i % zoom_every == 0 else "\\boxed{7}"
             rows.append(tokenizer(turn + "<|im_end|>")["input_ids"])
         width = max(map(len, rows))
         new = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
@@ -210,3 +210,32 @@ def test_step_log_skips_a_half_written_line(tmp_path):
     path = tmp_path / "steps.jsonl"
     path.write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n" + '{"step": 2, "lo')
     assert rl.read_step_log(path) == [{"step": 1, "loss": 0.5}]
+
+
+def test_vllm_without_vllm_is_a_clear_error(smoke, tiny_dir, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    root, queries = smoke
+    model, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu")
+    with pytest.raises(ValueError, match="use_vllm needs vLLM"):
+        rl.make_trainer(model, processor, queries, data_root=root, output_dir=tmp_path, episode_config=EPISODE,
+                        reward_config=RewardConfig(), rl_config=RLConfig(use_vllm=True))  # fmt: skip
+
+
+def test_a_turn_whose_calls_all_fail_continues(smoke, tiny_dir, tmp_path):
+    """Error observations carry no image; TRL's tool loop must still continue those rollouts (found on the toy run)."""
+    root, queries = smoke
+    model, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu", dtype="float32")
+    bad = "Looking closer.\n" + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.6, 0.6, 0.2, 0.2]})
+    scripted_generate(model, processor.tokenizer, call=bad)
+    config = RLConfig(max_steps=1, num_generations=2, per_device_train_batch_size=4)
+    trainer = rl.make_trainer(model, processor, queries, data_root=root, output_dir=tmp_path, episode_config=EPISODE,
+                              reward_config=RewardConfig(), rl_config=config)  # fmt: skip
+    rl.train(trainer)
+    (step,) = [e for e in rl.read_step_log(tmp_path / "steps.jsonl") if "pxr/rapr" in e]
+    assert step["pxr/op_error_rate"] == 1.0 and step["pxr/rapr"] == 0.0
+    episodes = [env.episode for env in trainer.environments]
+    assert [e.ending for e in episodes] == ["answer"] * 4  # the failed-call rollouts went on to answer
+    assert [e.n_requested for e in episodes] == [1, 0, 1, 0]
