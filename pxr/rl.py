@@ -358,11 +358,15 @@ def step_series(entries: list[dict[str, Any]], key: str) -> list[tuple[int, floa
 
 
 def save_policy(trainer, processor, path) -> Path:
-    """The trained policy as a self-contained checkpoint `load_model(path)` reads (LoRA merged into the weights)."""
+    """The trained policy as a self-contained checkpoint `load_model(path)` reads. LoRA is merged into the weights
+    (later stages load plain checkpoints); full weights go through `trainer.save_model`, which every process must
+    call (under ZeRO-3 it gathers the shards); only the main process writes."""
     path = Path(path)
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):  # peft: later stages load plain weights, not an adapter on a base
-        model = model.merge_and_unload()
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    if hasattr(trainer.model, "merge_and_unload"):  # peft
+        if trainer.is_world_process_zero():
+            trainer.model.merge_and_unload().save_pretrained(str(path))
+    else:
+        trainer.save_model(str(path))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(path))
     return path
