@@ -248,6 +248,8 @@ def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: 
             "cue_frames": _cue_frames(row, len(media)) if is_video else None,
             "options_for_scoring": scoring_options,
         }
+        if isinstance(row.get("meta"), dict):  # pxr's own records keep their extra facts (scene seed, cue name)
+            meta = {**row["meta"], **meta}
         seen.add(qid)
         single_file = is_video and len(media) == 1 and not isinstance(media[0], Image.Image)
         return Query(
