@@ -279,7 +279,9 @@ def load_synthetic(
         queries, report = load_rows(path, path.parent, benchmark="jsonl")
     else:
         out = Path(out_dir)
-        items = [i for kind in kinds for i in synth_run.write_seed_items(kind, n_per_kind, suite_seed, out, split="bench")]
+        items = [
+            i for kind in kinds for i in synth_run.write_seed_items(kind, n_per_kind, suite_seed, out, split="bench")
+        ]
         path = out / "bench_queries.jsonl"
         synth_run.export_queries(items, path)
         queries, report = load_rows(path, out, benchmark="jsonl")
@@ -290,7 +292,13 @@ def load_synthetic(
 
 
 def load_benchmark(
-    name: str, *, data_path: str = "", data_root: str = "", out_dir=None, n_per_kind: int = 4, suite_seed: int = 2,
+    name: str,
+    *,
+    data_path: str = "",
+    data_root: str = "",
+    out_dir=None,
+    n_per_kind: int = 4,
+    suite_seed: int = 2,
     max_items: int = 0,
 ) -> tuple[list[Query], ImportReport]:
     """The items of benchmark `name` (at most `max_items` when > 0, in file order) and the report of skipped rows."""

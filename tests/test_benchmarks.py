@@ -121,7 +121,15 @@ def test_pxr_rl_query_records_read_with_pixel_cue_boxes(root):
 
 
 def test_benchmark_specific_instruction_and_scorers():
-    assert set(BENCHMARKS) >= {"synthetic-zoom", "synthetic-video", "vstar", "tallyqa-complex", "infovqa", "mvbench", "jsonl"}
+    assert set(BENCHMARKS) >= {
+        "synthetic-zoom",
+        "synthetic-video",
+        "vstar",
+        "tallyqa-complex",
+        "infovqa",
+        "mvbench",
+        "jsonl",
+    }
     tally, info = get_benchmark("tallyqa-complex"), get_benchmark("infovqa")
     assert tally.prompt_for("How many dogs?") == "How many dogs?\nAnswer with a single number."
     assert tally.score("\\boxed{three}", "3") == 1.0 and info.metric == "anls"
