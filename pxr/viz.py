@@ -359,3 +359,14 @@ def render_trajectory(
         color = (0, 0, 0) if line.startswith("assistant: ") or k == 0 else (60, 60, 60)
         draw.text((gap, text_top + k * line_h), line, font=font, fill=color)
     return canvas
+
+
+def as_jpeg(image: Image.Image, quality: int = 85):
+    """A PIL image for `display` as one JPEG (PIL's own display sends PNG and JPEG both: executed notebooks grow)."""
+    import io
+
+    from IPython.display import Image as DisplayImage
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return DisplayImage(data=buffer.getvalue(), format="jpeg")
