@@ -334,7 +334,9 @@ def render_trajectory(
     query, episode = trajectory.query, trajectory.episode
     verdict = "" if score is None else ("RIGHT" if score >= 0.5 else "WRONG") + f" (score {score:.2f})  "
     header = _wrap(f"{verdict}{query.id}: {query.question}", font, width - 2 * gap)
-    header += [f"gold: {query.answer}   predicted: {episode.answer}   ending: {episode.ending}   ops: {episode.n_executed}"]
+    header += [
+        f"gold: {query.answer}   predicted: {episode.answer}   ending: {episode.ending}   ops: {episode.n_executed}"
+    ]
     body = []
     for turn in trajectory.turns:
         text = turn.text if len(turn.text) <= max_turn_chars else turn.text[: max_turn_chars - 3] + "..."
