@@ -124,9 +124,14 @@ def _options(row: dict, question: str) -> tuple[list[str] | None, list[str] | No
             raise _bad("'options' as a map must have the keys A, B, C, ...")
         value = [value[k] for k in keys]
     if value is not None:
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, str) or _finite(v) for v in value)
+        ):
             raise _bad("'options' must be a non-empty list of strings")
-        return list(value), list(value)
+        value = [str(v) for v in value]
+        return value, value
     found = _OPTION_IN_QUESTION_RE.findall(question)
     letters = [letter for letter, _ in found]
     if len(found) >= 2 and letters == [chr(ord("A") + i) for i in range(len(found))]:
@@ -164,9 +169,25 @@ def _media(row: dict, files: _Files, decoded: list) -> tuple[list, bool]:
             raise _bad(f"image entry {item!r} is not a path")
         video_file = is_video and len(values) == 1 and item.lower().endswith(data.VIDEO_SUFFIXES)
         size = files.check(item, video_file=video_file)
+        if size is not None and files.verify:
+            _decode_once(files, item)
         decoded.append(size)
         media.append(data.resolve_under(files.root, item))
     return media, is_video
+
+
+def _decode_once(files: _Files, relative: str) -> None:
+    """Decode the whole image once per path: PIL's `verify` passes a truncated JPEG that the episode cannot load."""
+    key = ("decoded", relative)
+    if key not in files.seen:
+        try:
+            with Image.open(data.resolve_under(files.root, relative)) as image:
+                image.load()
+            files.seen[key] = None
+        except Exception as err:  # PIL raises many types for damaged files
+            files.seen[key] = _Skip("corrupt image", f"{relative}: {err}")
+    if isinstance(files.seen[key], _Skip):
+        raise _Skip(files.seen[key].reason, files.seen[key].detail)
 
 
 def _cue_box(row: dict, size) -> list[float] | None:
@@ -226,6 +247,14 @@ def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: 
     files, seen = _Files(data_root or path.parent, verify_images), set()
 
     def parse(row: dict, number: int) -> Query:
+        try:
+            return parse_row(row, number)
+        except _Skip:
+            raise
+        except Exception as err:  # a row must never end the run: whatever it holds, it is one bad row
+            raise _Skip("bad row", f"{type(err).__name__}: {str(err)[:200]}") from None
+
+    def parse_row(row: dict, number: int) -> Query:
         raw_id = row.get("qid", row.get("id"))
         qid = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else f"row-{number}"
         if qid in seen:
@@ -251,7 +280,12 @@ def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: 
         if isinstance(row.get("meta"), dict):  # pxr's own records keep their extra facts (scene seed, cue name)
             meta = {**row["meta"], **meta}
         seen.add(qid)
-        single_file = is_video and len(media) == 1 and not isinstance(media[0], Image.Image)
+        single_file = (
+            is_video
+            and len(media) == 1
+            and isinstance(media[0], Path)
+            and media[0].suffix.lower() in data.VIDEO_SUFFIXES
+        )
         return Query(
             id=qid,
             question=bench.prompt_for(question),

@@ -20,7 +20,7 @@ from pathlib import Path
 from pxr import metrics
 from pxr.benchmarks import Benchmark, get_benchmark
 from pxr.config import EpisodeConfig
-from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories
+from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
 
 CONTROLS = ("none", "text", "blank")
 BACKENDS = ("local", "openai")
@@ -114,12 +114,28 @@ def item_record(trajectory: Trajectory, score: float) -> dict:
     return {**record, "score": score, "inputs": inputs if len(inputs) == len(media) else None}
 
 
+def startable(queries: list[Query], episode_config: EpisodeConfig) -> tuple[list[Query], dict[str, str]]:
+    """The queries whose episode can start, and {id: why} for the others. Only video files are tried here (the
+    loaders already decoded every image); a video that no installed decoder reads is one failed item, not a crash."""
+    kept, failed = [], {}
+    for query in queries:
+        if query.video is not None and not isinstance(query.video, (list, tuple)):
+            try:
+                start_trajectory(query, episode_config)
+            except Exception as err:  # decord/PyAV missing, or a damaged file
+                failed[query.id] = f"{type(err).__name__}: {str(err)[:200]}"
+                continue
+        kept.append(query)
+    return kept, failed
+
+
 @dataclass
 class EvalResult:
     trajectories: list[Trajectory]
     records: list[dict]
     metrics: dict  # eval_metrics first, then the protocol
     breakdown: list[dict]  # per kind
+    unstartable: dict[str, str]  # id -> why its episode could not start (an unreadable video file)
 
 
 def evaluate(
@@ -137,6 +153,7 @@ def evaluate(
     episode_config = episode_config or EpisodeConfig()
     rollout_config = rollout_config or RolloutConfig()
     running = controlled(episode_config, config.control)
+    queries, unstartable = startable(queries, running)
     if config.backend == "local":
         if model is None or processor is None:
             raise ValueError("the local backend needs the model and its processor (pxr.models.load_model)")
@@ -154,8 +171,9 @@ def evaluate(
         )
     records = [item_record(t, score_trajectory(t, bench)) for t in trajectories]
     figures = metrics.eval_metrics(records, bench.metric)
+    figures["items_unstartable"] = len(unstartable)
     figures |= protocol_record(config, episode_config, rollout_config, n_items=len(records))
-    return EvalResult(trajectories, records, figures, metrics.breakdown_rows(records, bench.metric))
+    return EvalResult(trajectories, records, figures, metrics.breakdown_rows(records, bench.metric), unstartable)
 
 
 def write_results(out_dir, result: EvalResult) -> Path:

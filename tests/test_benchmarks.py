@@ -151,3 +151,27 @@ def test_synthetic_suites_are_held_out_and_carry_their_cues(tmp_path):
     assert queries[2].meta["needs_op"] is False
     videos, _ = load_benchmark("synthetic-video", out_dir=tmp_path, n_per_kind=1, max_items=1)
     assert len(videos) == 1 and videos[0].meta["cue_frames"] and len(videos[0].video) == 16
+
+
+def test_whatever_a_row_holds_it_is_at_most_one_bad_row(root):
+    good = Image.new("RGB", (64, 64), (0, 90, 0))
+    good.save(root / "images" / "full.jpg", quality=95)
+    data = (root / "images" / "full.jpg").read_bytes()
+    (root / "images" / "truncated.jpg").write_bytes(data[: len(data) // 2])  # passes PIL's verify, fails to load
+    rows = [
+        {"qid": "long", "question": "q", "image": "x" * 5000, "answer": "A"},
+        {"qid": "truncated", "question": "q", "image": "images/truncated.jpg", "answer": "A"},
+        {"qid": "none-entry", "question": "q", "image": ["images/a.jpg", None], "answer": "A"},
+        {"qid": "answer-map", "question": "q", "image": "images/a.jpg", "answer": {"x": 1}},
+        {"qid": "is-video-text", "question": "q", "image": "images/a.jpg", "answer": "A", "is_video": "maybe"},
+        {"qid": "bytes-text", "question": "q", "image": {"bytes": "garbage"}, "answer": "A"},
+        {"qid": "letters", "question": "q", "image": "images/a.jpg", "answer": "A", "options": {"A": "x", "C": "y"}},
+        {"qid": 3.5, "question": 7, "image": "images/a.jpg", "answer": "A"},
+        {"qid": "number-options", "question": "How many?", "image": "images/a.jpg", "answer": "B", "options": [1, 2]},
+        {"qid": "one-frame-video", "question": "q", "image": "images/a.jpg", "answer": "A", "is_video": True},
+    ]  # fmt: skip
+    (root / "edge.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    queries, report = load_rows(root / "edge.jsonl", root)
+    assert [q.id for q in queries] == ["number-options", "one-frame-video"]
+    assert report.skipped == {"bad row": 6, "corrupt image": 2}
+    assert queries[0].options == ["1", "2"] and queries[1].video == [(root / "images" / "a.jpg").resolve()]

@@ -111,3 +111,14 @@ def test_config_errors_are_clear():
     assert controlled(EpisodeConfig(), "text").prompt == "text"
     with pytest.raises(ValueError, match="local backend needs"):
         evaluate([], EvalConfig())
+
+
+def test_an_unreadable_video_file_is_one_failed_item_not_a_crash(processor, tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"not a video")
+    broken = Query("v", "Which digit flashes? select", video=tmp_path / "clip.mp4", answer="3")
+    model = ScriptedModel(processor.tokenizer, script)
+    result = evaluate(
+        [*items()[:1], broken], EvalConfig(benchmark="jsonl"), model=model, processor=processor, progress=False
+    )
+    assert [r["id"] for r in result.records] == ["q0"] and list(result.unstartable) == ["v"]
+    assert result.metrics["items_unstartable"] == 1 and result.metrics["items"] == 1
