@@ -131,12 +131,19 @@ def _options(row: dict, question: str) -> tuple[list[str] | None, list[str] | No
         ):
             raise _bad("'options' must be a non-empty list of strings")
         value = [str(v) for v in value]
-        return value, value
+        # Options the question already lists are not shown a second time.
+        return (None if len(_options_in(question)) == len(value) else value), value
+    found = _options_in(question)
+    return None, (found or None)
+
+
+def _options_in(question: str) -> list[str]:
+    """The "(A) ... (B) ..." options a question writes out (at least two, lettered in order), else []."""
     found = _OPTION_IN_QUESTION_RE.findall(question)
     letters = [letter for letter, _ in found]
     if len(found) >= 2 and letters == [chr(ord("A") + i) for i in range(len(found))]:
-        return None, [text.strip() for _, text in found]
-    return None, None
+        return [text.strip() for _, text in found]
+    return []
 
 
 def _media(row: dict, files: _Files, decoded: list) -> tuple[list, bool]:

@@ -129,7 +129,8 @@ def item_figures(record: dict) -> dict:
         "ops_executed": episode["ops_executed"],
         "ops_requested": episode["ops_requested"],
         "ops_failed": episode["ops_failed"],
-        "ending": episode["ending"],
+        # a limit ending names its limit (limit_max_ops, limit_max_tokens, ...)
+        "ending": f"limit_{episode['limit_reason']}" if episode["ending"] == "limit" else episode["ending"],
         "zoom_iou": None,
         "zoom_cue_coverage": None,
         "frame_recall": None,

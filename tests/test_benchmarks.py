@@ -63,6 +63,9 @@ def test_released_parquet_layout_keeps_good_rows_and_counts_bad_ones(root):
     assert not second.question.startswith("<image>")
     assert first.meta["benchmark"] == "vstar" and first.meta["kind"] == "vstar"
     assert get_benchmark("vstar").score("\\boxed{green}", second.answer, second.meta["options_for_scoring"]) == 1.0
+    both = {**VSTAR_ROWS[1], "qid": "vstar-both", "options": ["red", "green", "blue", "white"]}
+    [q], _ = load_rows(write_parquet(root / "both.parquet", [both]), root, benchmark="vstar")
+    assert q.options is None and q.meta["options_for_scoring"] == ["red", "green", "blue", "white"]
     VisualEpisode(images=first.images)  # the paths open
 
 

@@ -60,3 +60,16 @@ def test_zoom_of_a_zoom_is_measured_in_image_1_and_pixel_cues_are_normalized():
     m = eval_metrics([record, {**rollout(["\\boxed{3}"]).record(), "score": 0.0}])
     assert m["accuracy"] == 0.5 and m["mean_ops"] == 1.0 and m["zoom_iou"] == 1.0 and m["zoom_iou_items"] == 1
     assert m["frame_recall"] is None and eval_metrics([]) == {"items": 0}
+
+
+def test_ending_reasons_name_the_limit():
+    from pxr.metrics import eval_metrics
+
+    query = Query("q", "What digit?", images=[Image.new("RGB", (300, 200))], answer="7")
+    limited = start_trajectory(query, EpisodeConfig(max_ops=1))
+    for text in (ZOOM, ZOOM):
+        apply_turn(limited, text, 5)
+    answered = rollout(["\\boxed{7}"])
+    m = eval_metrics([{**limited.record(), "score": 0.0}, {**answered.record(), "score": 1.0}])
+    assert m["ending_limit_max_ops"] == 0.5 and m["ending_answer"] == 0.5
+    assert m["op_error_rate"] == 0.5  # the refused second call counts as a failed request
