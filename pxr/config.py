@@ -50,6 +50,7 @@ class EpisodeConfig:
     video_frame_max_pixels: int = 16 * TILE  # the video's frames as first shown (16 frames x 16 tokens)
     video_num_frames: int = 16  # frames sampled uniformly when a video is given as a file
     patch_factor: int = ops.QWEN25_PATCH_FACTOR  # budgets are rounded to this grid (28 for Qwen2.5-VL)
+    blank_observations: bool = False  # eval control: ops execute but return blank images of the same size
 
     def __post_init__(self):
         protocol.check_variant(self.prompt)

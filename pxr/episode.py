@@ -22,6 +22,8 @@ from pxr import ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
+# The blank-observation control (SPEC §5) returns images of this one colour: no pixel of the scene reaches the model.
+BLANK_FILL = (128, 128, 128)
 LIMIT_REASONS = ("max_ops", "max_images", "max_tokens", "max_turns")
 
 
@@ -37,6 +39,7 @@ class ImageEntry:
     parent: int | None = None  # the image an op was applied to
     frame: int | None = None  # video frame number, for frames
     pixels: Image.Image | None = field(default=None, repr=False)  # full-resolution pixels, roots only
+    blank: bool = False  # the blank-observation control replaced what the op returned
 
     @property
     def source_size(self) -> tuple[int, int]:
@@ -130,6 +133,8 @@ class VisualEpisode:
             entry = ImageEntry(number, shown, origin, number, (0, 0, *source.size), parent, frame, pixels=source)
         else:
             entry = ImageEntry(number, shown, origin, root, root_box, parent, frame)
+            if self.config.blank_observations:  # the op ran; the model gets an image of the same size, blank
+                entry.shown, entry.blank = Image.new("RGB", shown.size, BLANK_FILL), True
         self.entries.append(entry)
         return entry
 
@@ -366,6 +371,7 @@ class VisualEpisode:
             "ending": self.ending,
             "limit_reason": self.limit_reason,
             "answer": self.answer,
+            "blank_observations": self.config.blank_observations,
             "images": [
                 {
                     "number": e.number,
@@ -375,6 +381,7 @@ class VisualEpisode:
                     "root_box": list(e.root_box),
                     "frame": e.frame,
                     "shown_size": list(e.shown.size),
+                    "blank": e.blank,
                 }
                 for e in self.entries
             ],

@@ -296,3 +296,79 @@ def curves(
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+RIGHT_COLOR = (30, 150, 60)
+WRONG_COLOR = (200, 40, 40)
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    import textwrap
+
+    per_line = max(10, int(width / max(1.0, font.getlength("abcdefghij") / 10)))
+    return [line for paragraph in text.splitlines() or [""] for line in textwrap.wrap(paragraph, per_line) or [""]]
+
+
+def render_trajectory(
+    trajectory,
+    *,
+    score: float | None = None,
+    image_height: int = 220,
+    min_width: int = 720,
+    max_turn_chars: int = 500,
+    font_size: int = 13,
+    gap: int = 8,
+) -> Image.Image:
+    """One picture of a rollout (`pxr.rollout.Trajectory`): a header with the question, the gold and predicted
+    answers and, given a `score`, a right (green) or wrong (red) band; the input with every zoom box drawn and
+    numbered (a video as its frame strip, selected frames outlined) and every returned crop or frame beside it, each
+    `image_height` pixels tall and captioned; then the text of each turn."""
+    pictures, titles = rollout_images(trajectory)
+    for i, entry in enumerate(trajectory.episode.entries[trajectory.episode.n_inputs :], start=1):
+        if entry.blank:
+            titles[i] += " blank"
+    scaled = [p.resize((max(1, round(p.width * image_height / p.height)), image_height)) for p in pictures]
+    font = ImageFont.load_default(size=font_size)
+    line_h = font_size + 4
+    width = max(min_width, sum(p.width for p in scaled) + gap * (len(scaled) + 1))
+    query, episode = trajectory.query, trajectory.episode
+    verdict = "" if score is None else ("RIGHT" if score >= 0.5 else "WRONG") + f" (score {score:.2f})  "
+    header = _wrap(f"{verdict}{query.id}: {query.question}", font, width - 2 * gap)
+    header += [
+        f"gold: {query.answer}   predicted: {episode.answer}   ending: {episode.ending}   ops: {episode.n_executed}"
+    ]
+    body = []
+    for turn in trajectory.turns:
+        text = turn.text if len(turn.text) <= max_turn_chars else turn.text[: max_turn_chars - 3] + "..."
+        prefix = "assistant: " if turn.role == "assistant" else "observation: "
+        body += _wrap(prefix + text, font, width - 2 * gap)
+    header_h = len(header) * line_h + gap
+    images_top = header_h + gap
+    text_top = images_top + image_height + line_h + gap
+    canvas = Image.new("RGB", (width, text_top + len(body) * line_h + gap), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    band = (235, 235, 235) if score is None else RIGHT_COLOR if score >= 0.5 else WRONG_COLOR
+    draw.rectangle([0, 0, width - 1, header_h - 1], fill=band)
+    ink = contrast_ink(band)
+    for k, line in enumerate(header):
+        draw.text((gap, gap // 2 + k * line_h), line, font=font, fill=ink)
+    x = gap
+    for picture, title in zip(scaled, titles, strict=True):
+        canvas.paste(picture, (x, images_top))
+        draw.text((x, images_top + image_height + 2), title[: max(8, picture.width // 7)], font=font, fill=(0, 0, 0))
+        x += picture.width + gap
+    for k, line in enumerate(body):
+        color = (0, 0, 0) if line.startswith("assistant: ") or k == 0 else (60, 60, 60)
+        draw.text((gap, text_top + k * line_h), line, font=font, fill=color)
+    return canvas
+
+
+def as_jpeg(image: Image.Image, quality: int = 85):
+    """A PIL image for `display` as one JPEG (PIL's own display sends PNG and JPEG both: executed notebooks grow)."""
+    import io
+
+    from IPython.display import Image as DisplayImage
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return DisplayImage(data=buffer.getvalue(), format="jpeg")

@@ -276,3 +276,20 @@ def test_max_turns_bounds_an_episode_of_failing_calls():
     assert "limit of 3 turns" in obs.text and ep.ending == "limit" and ep.limit_reason == "max_turns"
     answered = VisualEpisode(images=[coordinate_image(600, 400)], max_turns=1)
     assert answered.step("\\boxed{2}") is None and answered.ending == "answer"  # answering is always allowed
+
+
+def test_blank_observations_run_the_op_and_return_blank_images_of_the_same_size(video):
+    real = VisualEpisode(images=[coordinate_image(1536, 1024)])
+    blank = VisualEpisode(images=[coordinate_image(1536, 1024)], blank_observations=True)
+    for e in (real, blank):
+        e.step(zoom([0.4, 0.4, 0.5, 0.5]))
+    obs = blank.step(zoom([0.1, 0.1, 0.9, 0.9], target=2))  # a crop of the blank crop is blank too
+    assert obs.ok and blank.n_executed == 2 and blank.entries[1].root_box == real.entries[1].root_box
+    assert blank.entries[1].shown.size == real.entries[1].shown.size == (448, 308)
+    assert {blank.entries[k].shown.getextrema() for k in (1, 2)} == {((128, 128),) * 3}
+    assert blank.entries[0].shown.tobytes() == real.entries[0].shown.tobytes()  # the input is untouched
+    record = blank.record()
+    assert record["blank_observations"] and [i["blank"] for i in record["images"]] == [False, True, True]
+    frames = VisualEpisode(video=video, blank_observations=True)
+    obs = frames.step(select([2, 3]))
+    assert obs.ok and all(image.getextrema() == ((128, 128),) * 3 for image in obs.images)

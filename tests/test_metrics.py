@@ -32,3 +32,44 @@ def test_figures_count_what_happened():
     assert abs(m["rapr_op_needed"] - 1 / 3) < 1e-9 and m["rapr_no_op_needed"] == 0.0
     assert m["answered_share"] == 1.0 and m["ending_answer"] == 1.0
     assert episode_metrics([]) == {"episodes": 0}
+
+
+def test_box_iou_literals():
+    from pxr.metrics import box_iou
+
+    assert box_iou([0, 0, 2, 2], [0, 0, 2, 2]) == 1.0
+    assert box_iou([0, 0, 2, 2], [1, 0, 3, 2]) == 2 / 6
+    assert box_iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+
+
+def test_zoom_of_a_zoom_is_measured_in_image_1_and_pixel_cues_are_normalized():
+    from pxr.metrics import cue_box, eval_metrics, item_figures, zoom_boxes
+
+    query = Query("q", "What digit?", images=[Image.new("RGB", (1000, 500))], answer="7",
+                  meta={"needs_op": True, "cue_boxes": [[250, 125, 500, 250]]})  # fmt: skip
+    trajectory = start_trajectory(query, EpisodeConfig(zoom_padding=0.0))
+    apply_turn(trajectory, tool_call_text("zoom_in", {"bbox_2d": [0.0, 0.0, 0.5, 0.5]}), 5)
+    apply_turn(trajectory, tool_call_text("zoom_in", {"bbox_2d": [0.5, 0.5, 1.0, 1.0], "target_image": 2}), 5)
+    apply_turn(trajectory, "\\boxed{7}", 5)
+    record = {**trajectory.record(), "score": 1.0}
+    asked = [box for box, _ in zoom_boxes(record["episode"])]
+    assert asked == [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5]]  # the second is a quarter of the first
+    assert cue_box(record) == [0.25, 0.25, 0.5, 0.5]
+    figures = item_figures(record)
+    assert figures["zoom_iou"] == 1.0 and figures["zoom_cue_coverage"] == 1.0 and figures["ops_executed"] == 2
+    m = eval_metrics([record, {**rollout(["\\boxed{3}"]).record(), "score": 0.0}])
+    assert m["accuracy"] == 0.5 and m["mean_ops"] == 1.0 and m["zoom_iou"] == 1.0 and m["zoom_iou_items"] == 1
+    assert m["frame_recall"] is None and eval_metrics([]) == {"items": 0}
+
+
+def test_ending_reasons_name_the_limit():
+    from pxr.metrics import eval_metrics
+
+    query = Query("q", "What digit?", images=[Image.new("RGB", (300, 200))], answer="7")
+    limited = start_trajectory(query, EpisodeConfig(max_ops=1))
+    for text in (ZOOM, ZOOM):
+        apply_turn(limited, text, 5)
+    answered = rollout(["\\boxed{7}"])
+    m = eval_metrics([{**limited.record(), "score": 0.0}, {**answered.record(), "score": 1.0}])
+    assert m["ending_limit_max_ops"] == 0.5 and m["ending_answer"] == 0.5
+    assert m["op_error_rate"] == 0.5  # the refused second call counts as a failed request

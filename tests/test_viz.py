@@ -124,3 +124,44 @@ def test_markdown_table_literal():
     )
     assert markdown_table(rows, columns=["n", "run"]) == "| n | run |\n|---|---|\n| 40 | toy |\n|  | a\\|b |"
     assert markdown_table([{"x": 12345.678, "flag": True}]) == "| x | flag |\n|---|---|\n| 1.235e+04 | True |"
+
+
+def _rollout(turns, **config):
+    from pxr.config import EpisodeConfig
+    from pxr.rollout import Query, apply_turn, start_trajectory
+
+    query = Query("q7", "What digit is inside the square?", images=[white((400, 200))], answer="7")
+    trajectory = start_trajectory(query, EpisodeConfig(**config))
+    for text in turns:
+        apply_turn(trajectory, text, 3)
+    return trajectory
+
+
+def test_render_trajectory_marks_the_verdict_draws_the_boxes_and_places_the_crops():
+    from pxr.protocol import tool_call_text
+    from pxr.viz import RIGHT_COLOR, WRONG_COLOR, render_trajectory
+
+    zoom = "Let me look.\n" + tool_call_text("zoom_in", {"bbox_2d": [0.25, 0.25, 0.5, 0.75]})
+    zoomed = _rollout([zoom, "\\boxed{7}"])
+    right = np.asarray(render_trajectory(zoomed, score=1.0, image_height=100, min_width=300))
+    wrong = np.asarray(render_trajectory(_rollout(["\\boxed{3}"]), score=0.0, image_height=100, min_width=300))
+    assert tuple(right[1, 1]) == RIGHT_COLOR and tuple(wrong[1, 1]) == WRONG_COLOR
+    is_red = lambda a: (a[..., 0] > 180) & (a[..., 1] < 120) & (a[..., 2] < 120)  # noqa: E731
+    plain = lambda t: np.asarray(render_trajectory(t, image_height=100))  # noqa: E731  (no verdict band colour)
+    assert is_red(plain(zoomed)).sum() > 100 and is_red(plain(_rollout(["\\boxed{3}"]))).sum() == 0  # the zoom box
+    # input 392x196 and crop shown side by side at 100 px tall: 200 + crop width + 3 gaps of 8
+    crop = zoomed.episode.entries[1].shown
+    assert right.shape[1] == 200 + round(crop.width * 100 / crop.height) + 24
+    assert right.shape[0] > wrong.shape[0]  # three turns of text against one
+
+
+def test_render_trajectory_shows_blank_observations_as_blank():
+    from pxr.protocol import tool_call_text
+    from pxr.viz import render_trajectory
+
+    zoom = tool_call_text("zoom_in", {"bbox_2d": [0.0, 0.0, 0.5, 0.5]})
+    picture = render_trajectory(_rollout([zoom, "\\boxed{7}"], blank_observations=True), image_height=100)
+    crop = _rollout([zoom], blank_observations=True).episode.entries[1].shown
+    x = 8 + 200 + 8 + round(crop.width * 100 / crop.height) // 2  # the middle of the crop's place
+    top = next(y for y in range(picture.height) if picture.getpixel((8 + 100, y)) == WHITE)  # below the header
+    assert picture.getpixel((x, top + 8 + 50)) == (128, 128, 128)
