@@ -4,6 +4,7 @@ list runs.
     pxr run 20_train_sft paper -p learning_rate=2e-6     # outputs/20_train_sft/paper/
     pxr pipeline smoke [--force]                          # every stage with params/<stem>/smoke.yaml, in order
     pxr params 00_visual_ops_tour smoke                   # the notebook's parameters and the merged values
+    pxr grid 30_train_rl curiosity [--dry-run] [--only 'toy_alpha0-*'] [--parallel 4]   # an ablation grid
     pxr runs                                              # what ran, its state, duration, headline metric
 
 Tests: tests/test_cli.py.
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pxr import grid, runs
 from pxr import params as P
-from pxr import runs
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -27,7 +28,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_run(args) -> int:
-    result = runs.run_stage(args.stem, args.run, args.param, log_output=args.log_output)
+    result = runs.run_stage(args.stem, args.run, args.param, output_name=args.output_name, log_output=args.log_output)
     print(f"[pxr] {result.stem}/{result.run} finished in {result.seconds:.1f}s -> {result.output_dir}")
     return 0
 
@@ -62,10 +63,50 @@ def cmd_params(args) -> int:
 
 def cmd_runs(args) -> int:
     rows = runs.list_runs()
+    if args.stage:
+        rows = [r for r in rows if r["stage"].startswith(args.stage)]
     print(
-        _table(rows, ["stage", "run", "state", "seconds", "headline", "started"]) if rows else "no runs under outputs/"
+        _table(rows, ["stage", "run", "state", "duration", "headline", "started"]) if rows else "no runs under outputs/"
     )
     return 0
+
+
+def cmd_grid(args) -> int:
+    stem, path = grid.resolve_grid(args.stem, args.grid)
+    points = grid.select(grid.load_grid(stem, path), args.only)
+    todo = [
+        p
+        for p in points
+        if args.force or runs.finished_before(stem, p.base, values=p.values, output_name=p.name) is None
+    ]
+    rows = [
+        {"point": p.name, "todo": "run" if p in todo else "skip (finished)", "values": " ".join(p.overrides())}
+        for p in points
+    ]
+    print(f"{stem} {path.name}: {len(points)} points, {len(todo)} to run\n")
+    print(_table(rows, ["point", "todo", "values"]))
+    if args.dry_run or not todo:
+        return 0
+    devices = grid.gpu_ids() if args.parallel > 1 else []
+    if args.parallel > 1 and devices:
+        plan = grid.parallel_plan(stem, todo, devices[: args.parallel])
+        codes = grid.run_parallel(plan, args.parallel)
+        failed = [p.name for p, code in zip(todo, codes, strict=True) if code]
+    else:
+        if args.parallel > 1:
+            print("[pxr] no GPU visible: the points run one after another")
+        failed = []
+        for point in todo:
+            print(f"[pxr] {stem}/{point.name}: running")
+            try:
+                runs.run_stage(
+                    stem, point.base, values=point.values, output_name=point.name, log_output=args.log_output
+                )
+            except runs.StageFailed as err:
+                print(f"pxr: {err}", file=sys.stderr)
+                failed.append(point.name)
+    print(f"[pxr] grid done: {len(todo) - len(failed)} finished, {len(failed)} failed {' '.join(failed)}")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("run", help="run name: the params file stem, e.g. smoke, toy, paper")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
     run.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
+    run.add_argument(
+        "--as", dest="output_name", metavar="NAME", help="write outputs/<stem>/NAME/ (a grid point) instead of <run>"
+    )
     run.set_defaults(func=cmd_run)
 
     pipe = sub.add_parser("pipeline", help="run every stage that has params/<stem>/<run>.yaml, in order")
@@ -92,7 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     par.set_defaults(func=cmd_params)
 
     lst = sub.add_parser("runs", help="list runs under outputs/")
+    lst.add_argument("stage", nargs="?", help="only stages whose name starts with this")
     lst.set_defaults(func=cmd_runs)
+
+    grd = sub.add_parser("grid", help="run the points of params/<stem>/grid_<name>.yaml into outputs/<stem>/<point>/")
+    grd.add_argument("stem", help="notebook stem (or prefix), or the grid file's path")
+    grd.add_argument("grid", nargs="?", help="grid name: curiosity for grid_curiosity.yaml")
+    grd.add_argument("--dry-run", action="store_true", help="list the points and what would run, run nothing")
+    grd.add_argument("--force", action="store_true", help="redo points that finished with the same parameters")
+    grd.add_argument("--only", metavar="PATTERN", help="only points whose name matches this shell pattern")
+    grd.add_argument("--parallel", type=int, default=1, metavar="N", help="N points at once, one GPU each")
+    grd.add_argument("--log-output", action="store_true")
+    grd.set_defaults(func=cmd_grid)
     return parser
 
 

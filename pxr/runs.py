@@ -113,17 +113,32 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_stage(stem: str, run: str, overrides=(), *, log_output: bool = False, progress: bool = True) -> StageResult:
-    """Execute notebook `stem` with the parameters of `run` into outputs/<stem>/<run>/."""
+def run_stage(
+    stem: str,
+    run: str,
+    overrides=(),
+    *,
+    values: dict[str, Any] | None = None,
+    output_name: str | None = None,
+    log_output: bool = False,
+    progress: bool = True,
+) -> StageResult:
+    """Execute notebook `stem` with the parameters of `run` into outputs/<stem>/<run>/.
+
+    `values` (parameter -> value) apply after the `key=value` overrides; `output_name` puts the record in
+    outputs/<stem>/<output_name>/ instead (a grid point: the base run's params plus its values, its own folder)."""
     import papermill
 
     stem = P.resolve_stem(stem)
-    params = stage_params(stem, run, overrides)
-    out = P.repo_root() / "outputs" / stem / run
+    name = output_name or run
+    params = stage_params(stem, run, overrides, values=values, output_name=name)
+    out = P.repo_root() / "outputs" / stem / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (out / "metrics.json").unlink(missing_ok=True)  # written afresh by this run's notebook
-    record = {"stem": stem, "run": run, "state": "running", "started": _now(), "params_hash": params_hash(params)}
+    record = {"stem": stem, "run": name, "state": "running", "started": _now(), "params_hash": params_hash(params)}
+    if name != run:
+        record["extends"] = run
     record.update(environment_info())
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     start = time.monotonic()
@@ -148,8 +163,8 @@ def run_stage(stem: str, run: str, overrides=(), *, log_output: bool = False, pr
     record.update(state="failed" if error else "finished", ended=_now(), seconds=round(seconds, 1), error=error)
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if error:
-        raise StageFailed(f"{stem}/{run} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
-    return StageResult(stem, run, "finished", out, seconds)
+        raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
+    return StageResult(stem, name, "finished", out, seconds)
 
 
 def pipeline_stages(run: str) -> list[str]:
@@ -164,41 +179,111 @@ def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> 
         raise P.ParamError(f"no stage has a params file for run {run!r} (looked for params/*/{run}.yaml)")
     results = []
     for stem in stages:
-        out = P.repo_root() / "outputs" / stem / run
-        previous = read_run(out)
-        unchanged = previous.get("params_hash") == params_hash(stage_params(stem, run))
-        if not force and previous.get("state") == "finished" and unchanged:
+        if not force and (done := finished_before(stem, run)) is not None:
             print(f"[pxr] {stem}/{run}: finished before, skipped (--force to redo)")
-            results.append(StageResult(stem, run, "skipped", out, previous.get("seconds", 0.0)))
+            results.append(done)
             continue
         print(f"[pxr] {stem}/{run}: running")
         results.append(run_stage(stem, run, log_output=log_output))
     return results
 
 
-def stage_params(stem: str, run: str, overrides=()) -> dict[str, Any]:
-    """The merged, validated parameters of a stage run, with `output_dir` pointing at its outputs/ folder."""
+def finished_before(stem: str, run: str, overrides=(), *, values=None, output_name=None) -> StageResult | None:
+    """A "skipped" result when outputs/<stem>/<output_name or run>/ finished with these very parameters."""
+    out = P.repo_root() / "outputs" / stem / (output_name or run)
+    previous = read_run(out)
+    params = stage_params(stem, run, overrides, values=values, output_name=output_name)
+    if previous.get("state") == "finished" and previous.get("params_hash") == params_hash(params):
+        return StageResult(stem, output_name or run, "skipped", out, previous.get("seconds", 0.0))
+    return None
+
+
+def stage_params(stem: str, run: str, overrides=(), *, values=None, output_name=None) -> dict[str, Any]:
+    """The merged, validated parameters of a stage run (`values` last), with `output_dir` pointing at its
+    outputs/ folder (outputs/<stem>/<output_name or run>)."""
     params = P.load_params(stem, run, overrides)
+    if values:
+        P.validate(stem, values)
+        params.update(values)
     if "output_dir" in P.notebook_parameters(stem):
-        params["output_dir"] = str((P.repo_root() / "outputs" / stem / run).relative_to(P.repo_root()))
+        folder = P.repo_root() / "outputs" / stem / (output_name or run)
+        params["output_dir"] = str(folder.relative_to(P.repo_root()))
     return params
 
 
+# The figures that say how a stage's run went, best first; a stage not listed shows its first metric.
+HEADLINE_KEYS = {
+    "00_visual_ops_tour": ("zoom_magnification",),
+    "10_synthesize_data": ("sft_trajectories", "rl_queries", "failed_items"),
+    "20_train_sft": ("eval_accuracy", "eval_rapr", "final_loss"),
+    "30_train_rl": ("eval_accuracy", "eval_rapr", "final_accuracy", "final_rapr"),
+    "40_evaluate": ("accuracy", "rapr"),
+    "50_ablations": ("runs", "rl_runs"),
+    "60_demo": ("turns",),
+}
+HEADLINE_SHORT = {
+    "eval_accuracy": "acc",
+    "accuracy": "acc",
+    "final_accuracy": "train_acc",
+    "eval_rapr": "rapr",
+    "final_rapr": "train_rapr",
+    "sft_trajectories": "trajectories",
+}
+
+
+def headline(stem: str, metrics: dict[str, Any], *, limit: int = 2) -> str:
+    """`acc=0.15 rapr=0.38`: the stage's headline figures that the run has (None ones skipped), else its first."""
+    wanted = [k for k in HEADLINE_KEYS.get(stem, ()) if metrics.get(k) is not None][:limit]
+    if not wanted:
+        wanted = [k for k, v in metrics.items() if v is not None][:1]
+    return " ".join(f"{HEADLINE_SHORT.get(k, k)}={_short(metrics[k])}" for k in wanted)
+
+
+def _short(value: Any) -> str:
+    """Floats to three decimals (`0.687`, `2.0`), tiny ones in three significant digits."""
+    if isinstance(value, float):
+        return str(round(value, 3)) if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
+    return str(value)
+
+
+def format_duration(seconds: float | None) -> str:
+    """`42.0s`, `3m05s`, `2h07m`; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _elapsed(record: dict[str, Any]) -> float | None:
+    """Seconds of a finished or failed run; for a running one, since it started."""
+    if record.get("seconds") is not None or record.get("state") != "running" or not record.get("started"):
+        return record.get("seconds")
+    started = datetime.fromisoformat(record["started"])
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
 def list_runs() -> list[dict[str, Any]]:
-    """One row per run folder under outputs/: stage, run, state, duration, first (headline) metric."""
+    """One row per run folder under outputs/: stage, run, state, duration, headline metric, start."""
     rows = []
     for run_json in sorted((P.repo_root() / "outputs").glob("*/*/run.json")):
         record = json.loads(run_json.read_text())
         metrics_path = run_json.parent / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        headline = next(iter(metrics.items()), None)
+        stem = run_json.parent.parent.name
         rows.append(
             {
-                "stage": run_json.parent.parent.name,
+                "stage": stem,
                 "run": run_json.parent.name,
                 "state": record.get("state", "?"),
                 "seconds": record.get("seconds"),
-                "headline": f"{headline[0]}={headline[1]}" if headline else "",
+                "duration": format_duration(_elapsed(record)),
+                "headline": headline(stem, metrics),
+                "extends": record.get("extends", ""),
                 "started": record.get("started", ""),
             }
         )

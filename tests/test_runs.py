@@ -68,3 +68,42 @@ def test_write_metrics_keeps_them_flat(tmp_path):
 def test_output_dir_defaults_to_a_temp_folder():
     path = runs.output_dir_for("", "00_visual_ops_tour")
     assert path.exists() and "outputs" not in path.parts
+
+
+def test_headline_is_the_stage_figure_that_matters():
+    sft = {"final_loss": 0.32, "first_loss": 6.9, "eval_accuracy": 0.15, "eval_rapr": 0.38}
+    assert runs.headline("20_train_sft", sft) == "acc=0.15 rapr=0.38"
+    synthesis = {"sft_trajectories": 1400, "written_this_run": 1400, "failed_items": 0, "rl_queries": 500}
+    assert runs.headline("10_synthesize_data", synthesis) == "trajectories=1400 rl_queries=500"
+    rl_without_eval = {"steps": 2, "final_rapr": 0.6867469879, "final_accuracy": None, "eval_accuracy": None}
+    assert runs.headline("30_train_rl", rl_without_eval) == "train_rapr=0.687"
+    assert runs.headline("99_unknown", {"first": None, "second": 2.5e-05}) == "second=2.5e-05"
+    assert runs.headline("40_evaluate", {}) == ""
+
+
+def test_durations_read_like_a_clock():
+    assert [runs.format_duration(s) for s in (None, 4.04, 244.4, 1195.0, 7625.0)] == [
+        "",
+        "4.0s",
+        "4m04s",
+        "19m55s",
+        "2h07m",
+    ]
+
+
+def test_listing_shows_running_and_failed_runs(fake_repo, capsys):
+    import json
+
+    folder = fake_repo / "outputs" / "20_train_sft" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"state": "running", "started": "2020-01-01T00:00:00+00:00"}))
+    (folder / "metrics.json").write_text(json.dumps({"final_loss": 0.3, "eval_accuracy": 0.15, "eval_rapr": 0.38}))
+    with pytest.raises(StageFailed):
+        runs.run_stage("00_first", "smoke", ["steps=-1"], progress=False)
+    rows = {r["run"]: r for r in runs.list_runs()}
+    assert rows["toy"]["state"] == "running" and rows["toy"]["duration"].endswith("m")  # hours since 2020
+    assert rows["toy"]["headline"] == "acc=0.15 rapr=0.38"
+    assert rows["smoke"]["state"] == "failed" and rows["smoke"]["headline"] == ""
+    assert cli.main(["runs", "20"]) == 0
+    listing = capsys.readouterr().out
+    assert "duration" in listing and "20_train_sft" in listing and "00_first" not in listing
