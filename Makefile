@@ -9,9 +9,14 @@ STAMP  := $(VENV)/.pxr-installed
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
+	@echo; $(BIN)/pxr runs --run smoke
 
+# Unit, property and model tests, every notebook under nbval (its smoke defaults, temp folders), then the smoke
+# pipeline for real through papermill into outputs/*/smoke (--force: a test must run it, not find it done).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+	$(BIN)/pxr pipeline smoke --force
+	@echo; $(BIN)/pxr runs --run smoke
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests

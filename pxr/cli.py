@@ -65,6 +65,8 @@ def cmd_runs(args) -> int:
     rows = runs.list_runs()
     if args.stage:
         rows = [r for r in rows if r["stage"].startswith(args.stage)]
+    if args.run:
+        rows = [r for r in rows if r["run"] == args.run]
     print(
         _table(rows, ["stage", "run", "state", "duration", "headline", "started"]) if rows else "no runs under outputs/"
     )
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("runs", help="list runs under outputs/")
     lst.add_argument("stage", nargs="?", help="only stages whose name starts with this")
+    lst.add_argument("--run", help="only runs of this name (e.g. smoke)")
     lst.set_defaults(func=cmd_runs)
 
     grd = sub.add_parser("grid", help="run the points of params/<stem>/grid_<name>.yaml into outputs/<stem>/<point>/")

@@ -48,6 +48,8 @@ def test_runs_listing_and_cli(fake_repo, capsys):
     listing = capsys.readouterr().out
     assert "00_first" in listing and "finished" in listing and "score=2.0" in listing
     assert runs.list_runs()[0]["headline"] == "score=2.0"
+    assert cli.main(["runs", "--run", "toy"]) == 0
+    assert "no runs under outputs/" in capsys.readouterr().out
     assert cli.main(["run", "00", "smoke", "-p", "stepz=4"]) == 1
     assert "unknown parameter 'stepz' (did you mean steps?)" in capsys.readouterr().err
     assert cli.main(["params", "00_first", "toy"]) == 0
