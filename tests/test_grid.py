@@ -89,7 +89,8 @@ def test_committed_grids_expand_and_fit_the_rl_notebook():
     assert [p.name for p in self_correction] == ["toy_selfcorr", "toy_no_selfcorr"]
     merged = runs.stage_params("30_train_rl", "toy", values=self_correction[1].values, output_name="toy_no_selfcorr")
     assert merged["sft_dir"] == "outputs/20_train_sft/toy_no_self_correction"
-    assert merged["output_dir"] == "outputs/30_train_rl/toy_no_selfcorr" and merged["max_steps"] == 60
+    assert merged["output_dir"] == "outputs/30_train_rl/toy_no_selfcorr"
+    assert merged["max_steps"] == runs.stage_params("30_train_rl", "toy")["max_steps"]  # the base run's values
 
 
 @pytest.fixture
