@@ -154,7 +154,11 @@ def scripted_generate(model, tokenizer, zoom_every=2, call=ZOOM):
     """Replace `model.generate`: real forward passes elsewhere, but the tokens `call` an op on every `zoom_every`-th
     first turn and answer after an observation, so the tiny random model exercises the tool loop."""
 
+    real_generate = model.generate
+
     def generate(input_ids=None, attention_mask=None, **kwargs):
+        # One real step on exactly what TRL passes, so hooks see the generation's inputs (images included).
+        real_generate(input_ids=input_ids, attention_mask=attention_mask, **{**kwargs, "max_new_tokens": 1})
         rows = []
         for i, ids in enumerate(input_ids):
             text = tokenizer.decode(ids[attention_mask[i].bool()])
@@ -185,8 +189,9 @@ def test_grpo_steps_train_with_crops_in_the_loss_forward(smoke, tiny_dir, tmp_pa
     rl.train(trainer)
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if "visual" in n and n in before)
-    # 4 rollouts, 2 of which zoom once: 4 inputs + 2 crops in the loss forward (the one with gradients).
-    assert (True, 6) in images_in_forward
+    # 4 rollouts, 2 of which zoom once: the second turn's generation gets their inputs and crops (4 images), and
+    # the loss forward (the one with gradients) all 4 inputs + 2 crops.
+    assert (False, 4) in images_in_forward and (True, 6) in images_in_forward
     steps = [e for e in rl.read_step_log(tmp_path / "steps.jsonl") if "pxr/rapr" in e]
     assert [e["step"] for e in steps] == [1, 2]
     assert all(e["pxr/rapr"] == 0.5 and e["tools/call_frequency"] == 0.5 for e in steps)
