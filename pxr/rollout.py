@@ -2,15 +2,19 @@
 
 In-process backend (`generate_trajectories`): the active episodes of a batch generate together each turn (left
 padding; a turn stops at `</tool_call>` or the end of turn), the op each turn calls is executed, its observation
-appended, and the unfinished episodes go on while finished ones make room for the next queries. Images live once, in each episode's image list; the processor
-re-encodes them each turn and nothing keeps those tensors. The OpenAI-compatible backend (`pxr.openai_backend`)
-runs the same loop over a chat-completions endpoint and returns the same `Trajectory` records.
+appended, and the unfinished episodes go on while finished ones make room for the next queries. Images live once, in
+each episode's image list. With a Qwen-VL model each episode also keeps its KV cache from turn to turn
+(`pxr.rollout_batch`): a turn prefills only what the episode has not seen, so each image goes through the processor
+and the vision tower once, and the batch shares only the decoding; other models (scripted stand-ins) get the whole
+chat re-encoded each turn. The OpenAI-compatible backend (`pxr.openai_backend`) runs the same loop over a
+chat-completions endpoint and returns the same `Trajectory` records.
 
 A trajectory keeps every turn's text with a `trainable` flag (observations never are), token counts, timings and
 the episode record; `save_trajectories` writes JSONL with the images as files beside it, so a trajectory can be
 re-rendered later.
 
-Tests: tests/test_rollout.py (a scripted model checks the loop; the tiny model generates for real).
+Tests: tests/test_rollout.py (a scripted model checks the loop; the tiny model generates for real, with the same
+greedy texts from the cached engine at batch 1 and 3 as from the plain one).
 """
 
 from __future__ import annotations

@@ -45,9 +45,10 @@ def base_model(model):
 
 
 def supports_cache_reuse(model) -> bool:
-    """A Qwen-VL style model whose 3D positions we can compute; scripted stand-ins fall back to the plain engine."""
+    """A Qwen-VL style model whose 3D positions we can compute, in eval mode; scripted stand-ins fall back to the
+    plain engine, and so does a model in training mode (gradient checkpointing turns its cache off)."""
     inner = getattr(base_model(model), "model", None)
-    return hasattr(inner, "get_rope_index") and callable(model)
+    return hasattr(inner, "get_rope_index") and callable(model) and not getattr(model, "training", False)
 
 
 def _encode_images(processor, images) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +130,8 @@ def _prefill(model, processor, episode, state: EpisodeCache, text: str) -> tuple
                 logits_to_keep=1,
             )
         state.layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        if not state.layers or state.layers[0][0].shape[2] != end:
+            raise RuntimeError(f"the model returned no cache for the {end} prompt tokens (use_cache off?)")
     else:
         state.layers = [(keys[:, :, :end], values[:, :, :end]) for keys, values in state.layers]
     state.ids = ids[:end]
