@@ -5,10 +5,37 @@ all of its compute (every forward pass of `generate`, a fixed number of new toke
 which tokens come out, so that zoom items call `zoom_in` on their first turn and answer on their second, while
 coarse items answer at once: the mix of one- and two-turn episodes a trained model produces.
 
-    .venv/bin/python benchmarks/rollout_throughput.py [--episodes 32] [--new-tokens 64 128] [--rss-episodes 256]
+    .venv/bin/python benchmarks/rollout_throughput.py [--episodes 32] [--new-tokens 64 128] [--repeats 3] [--threads 1]
 
-Each turn re-encodes the conversation's images and re-reads its prompt, a cost per episode that batching does not
-amortise; decoding is what batching speeds up, so the ratio grows with the tokens generated per turn.
+Two engines, each at batch 1 (the naive loop: one episode at a time) and batch 4 and 16:
+- `plain`: every turn re-renders the chat, runs the processor over every image of the episode, and prefills the
+  left-padded batch from the system prompt on (the engine before `pxr.rollout_batch`);
+- `kv-reuse`: what `generate_trajectories` does with a Qwen-VL model. Each episode keeps its KV cache between turns;
+  a turn prefills, one episode at a time, only the tokens the cache does not hold (each image goes through the
+  processor and the vision tower once), then the batch decodes together from a stitched, left-padded cache. Here the
+  cache of the generated tokens cannot be kept (they are the random model's, the script's replace them), so a second
+  turn prefills from its first generated token: a real model also skips those.
+"vs naive" compares each engine with itself at batch 1, "vs plain naive" with the plain engine at batch 1. Every
+configuration runs `--repeats` times, interleaved, and its fastest run counts: on a shared machine the slow runs
+measure the neighbours. On this machine (2 cores shared with 3 other workers) the figures move by 2x from run to run;
+`--threads 1` avoids the worst of it (two threads on a busy core make every op wait).
+
+Measured 2026-11 (tiny model, 1 thread, 32 episodes, two runs of the whole table; load average 5 to 6 on 2 cores):
+see benchmarks/README.md for the table. Where the time goes (cProfile and timers, 64 tokens per turn, one run):
+
+    kv-reuse, batch 1 : 13.9 s = decode 10.2 (model 6.3, 2.0 ms a step; generate's loop 3.9)
+                                 + per-episode prefill 3.0 (image processor 0.7, vision tower 1.2, LM prefill 0.75)
+                                 + episode ops, chat template, input resizing 0.7
+    kv-reuse, batch 16:  7.7 s = decode 3.1 (9.2 ms a step for 16 rows: KV copies and masked attention)
+                                 + per-episode prefill 3.9 (image processor 0.8, vision tower 1.6, LM prefill 1.0)
+                                 + the same 0.7
+    plain,    batch 16: 11.9 s = processor 2.4 + vision tower 2.5 (every image every turn) + padded prefill 2.7
+                                 + decode 2.8 + 1.5
+
+Batching shares only the decoding. What is left per episode (image processing, vision tower, prefill: about 0.1 s
+an episode on one core) does not shrink with the batch, and a 16-row decode step over ~900 cached tokens costs 4.5x a
+1-row step (the cache is copied on every step and the padding mask takes SDPA off its fused kernel), so the ratio
+grows with the tokens per turn and stays near 3x at 64.
 """
 
 from __future__ import annotations

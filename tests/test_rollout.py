@@ -238,3 +238,21 @@ def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkey
     assert [len(t) for t in turns] == [3] * 5  # zoom call, observation with the crop, the model's own answer
     assert len({t[2][1] for t in turns}) == 5  # five different prompts, five different second turns
     assert all(n > 300 for n in prompt_tokens)
+
+
+def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
+    model, processor = sharp
+    encoded = []
+    encode = rollout_batch._encode_images
+
+    def counting(processor, images):
+        encoded.append([image.size for image in images])
+        return encode(processor, images)
+
+    monkeypatch.setattr(rollout_batch, "_encode_images", counting)
+    model_ = ZoomFirst(model, processor.tokenizer)
+    config = RolloutConfig(max_new_tokens=len(model_.forced), batch_size=2)
+    trajectories = generate_trajectories(model_, processor, zoom_queries(2), rollout_config=config, progress=False)
+    shown = [[entry.shown.size for entry in t.episode.entries] for t in trajectories]
+    # turn 1: each input image; turn 2: each crop only (the input's keys/values come from the cache)
+    assert encoded == [[shown[0][0]], [shown[1][0]], [shown[0][1]], [shown[1][1]]]
