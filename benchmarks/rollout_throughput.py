@@ -29,13 +29,14 @@ see benchmarks/README.md for the table. Where the time goes (cProfile and timers
     kv-reuse, batch 16:  7.7 s = decode 3.1 (9.2 ms a step for 16 rows: KV copies and masked attention)
                                  + per-episode prefill 3.9 (image processor 0.8, vision tower 1.6, LM prefill 1.0)
                                  + the same 0.7
+    plain,    batch 1 : 14.8 s = processor 1.0 + vision tower 1.5 + prefill 0.9 + decode 10.4 (model 6.4) + 1.0
     plain,    batch 16: 11.9 s = processor 2.4 + vision tower 2.5 (every image every turn) + padded prefill 2.7
                                  + decode 2.8 + 1.5
 
 Batching shares only the decoding. What is left per episode (image processing, vision tower, prefill: about 0.1 s
 an episode on one core) does not shrink with the batch, and a 16-row decode step over ~900 cached tokens costs 4.5x a
 1-row step (the cache is copied on every step and the padding mask takes SDPA off its fused kernel), so the ratio
-grows with the tokens per turn and stays near 3x at 64.
+grows with the tokens per turn and stayed between 2x and 3.4x at 64 here.
 """
 
 from __future__ import annotations
