@@ -2,15 +2,19 @@
 
 In-process backend (`generate_trajectories`): the active episodes of a batch generate together each turn (left
 padding; a turn stops at `</tool_call>` or the end of turn), the op each turn calls is executed, its observation
-appended, and the unfinished episodes go on while finished ones make room for the next queries. Images live once, in each episode's image list; the processor
-re-encodes them each turn and nothing keeps those tensors. The OpenAI-compatible backend (`pxr.openai_backend`)
-runs the same loop over a chat-completions endpoint and returns the same `Trajectory` records.
+appended, and the unfinished episodes go on while finished ones make room for the next queries. Images live once, in
+each episode's image list. With a Qwen-VL model each episode also keeps its KV cache from turn to turn
+(`pxr.rollout_batch`): a turn prefills only what the episode has not seen, so each image goes through the processor
+and the vision tower once, and the batch shares only the decoding; other models (scripted stand-ins) get the whole
+chat re-encoded each turn. The OpenAI-compatible backend (`pxr.openai_backend`) runs the same loop over a
+chat-completions endpoint and returns the same `Trajectory` records.
 
 A trajectory keeps every turn's text with a `trainable` flag (observations never are), token counts, timings and
 the episode record; `save_trajectories` writes JSONL with the images as files beside it, so a trajectory can be
 re-rendered later.
 
-Tests: tests/test_rollout.py (a scripted model checks the loop; the tiny model generates for real).
+Tests: tests/test_rollout.py (a scripted model checks the loop; the tiny model generates for real, with the same
+greedy texts from the cached engine at batch 1 and 3 as from the plain one).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pxr import protocol
+from pxr import protocol, rollout_batch
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 
@@ -130,18 +134,14 @@ def cut_at_tool_call(text: str) -> str:
     return text if end < 0 else text[: end + len(protocol.TOOL_CALL_CLOSE)]
 
 
-def _generate_turn(model, processor, batch: list[Trajectory], config: RolloutConfig) -> list[tuple[str, int, bool]]:
-    """One assistant turn for every trajectory of the batch: (text, generated tokens, truncated)."""
+def _generate_turn(
+    model, processor, batch: list[Trajectory], config: RolloutConfig, states: dict | None = None
+) -> list[tuple[str, int, bool]]:
+    """One assistant turn for every trajectory of the batch: (text, generated tokens, truncated). With `states` (a
+    dict the caller keeps across turns) and a Qwen-VL model, each episode's KV cache is reused (`pxr.rollout_batch`);
+    otherwise the whole chat is re-encoded with the processor and the batch prefilled with left padding."""
     tokenizer = processor.tokenizer
     texts = [processor.apply_chat_template(t.messages(), add_generation_prompt=True, tokenize=False) for t in batch]
-    images = [image for t in batch for image in t.episode.shown_images]
-    # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
-    inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt", do_resize=False).to(
-        model.device
-    )
-    prompt_width = inputs["input_ids"].shape[1]
-    for t, n in zip(batch, inputs["attention_mask"].sum(dim=1).tolist(), strict=True):
-        t.prompt_tokens = n
     sampling = (
         {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
         if config.temperature > 0
@@ -149,23 +149,39 @@ def _generate_turn(model, processor, batch: list[Trajectory], config: RolloutCon
     )
     # The model must never write image tokens: the next turn's processor would count images that do not exist.
     suppress = [processor.image_token_id, processor.video_token_id, tokenizer.convert_tokens_to_ids("<|vision_start|>")]
-    with torch.no_grad():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=config.max_new_tokens,
-            stop_strings=[protocol.TOOL_CALL_CLOSE],
-            tokenizer=tokenizer,
-            suppress_tokens=suppress,
-            pad_token_id=tokenizer.pad_token_id,
-            **sampling,
+    generate_kwargs = dict(
+        max_new_tokens=config.max_new_tokens,
+        stop_strings=[protocol.TOOL_CALL_CLOSE],
+        tokenizer=tokenizer,
+        suppress_tokens=suppress,
+        pad_token_id=tokenizer.pad_token_id,
+        **sampling,
+    )
+    if states is not None and rollout_batch.supports_cache_reuse(model):
+        generated, _, lengths = rollout_batch.generate_turn_cached(
+            model, processor, batch, states, texts, generate_kwargs
         )
+        rows = generated.tolist()
+    else:
+        images = [image for t in batch for image in t.episode.shown_images]
+        # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
+        inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt", do_resize=False).to(
+            model.device
+        )
+        prompt_width = inputs["input_ids"].shape[1]
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        with torch.no_grad():
+            output = model.generate(**inputs, **generate_kwargs)
+        rows = output[:, prompt_width:].tolist()
+    for t, n in zip(batch, lengths, strict=True):
+        t.prompt_tokens = n
     eos_ids = set(
         model.generation_config.eos_token_id
         if isinstance(model.generation_config.eos_token_id, list)
         else [model.generation_config.eos_token_id]
     )
     results = []
-    for row in output[:, prompt_width:].tolist():
+    for row in rows:
         ended = next((i for i, token in enumerate(row) if token in eos_ids), None)
         new = row[: ended + 1] if ended is not None else row
         text = tokenizer.decode(new, skip_special_tokens=True)
@@ -192,6 +208,7 @@ def generate_trajectories(
     trajectories: list[Trajectory] = []
     waiting = iter(queries)
     active: list[Trajectory] = []
+    states: dict = {}  # each active episode's KV cache and image grids, dropped when it finishes
     bar = tqdm(total=len(queries), desc="episodes", disable=not progress)
     while True:
         while len(active) < config.batch_size and (query := next(waiting, None)) is not None:
@@ -200,7 +217,7 @@ def generate_trajectories(
         if not active:
             break
         start = time.perf_counter()
-        turns = _generate_turn(model, processor, active, config)
+        turns = _generate_turn(model, processor, active, config, states)
         seconds = (time.perf_counter() - start) / len(active)
         for trajectory, (text, tokens, truncated) in zip(active, turns, strict=True):
             trajectory.generate_seconds += seconds
@@ -208,6 +225,9 @@ def generate_trajectories(
             if not trajectory.episode.done and trajectory.prompt_tokens + tokens >= config.max_total_tokens:
                 trajectory.episode.finish("limit", "max_tokens")
         bar.update(sum(t.episode.done for t in active))
+        for t in active:
+            if t.episode.done:
+                states.pop(id(t), None)
         active = [t for t in active if not t.episode.done]
     bar.close()
     return trajectories

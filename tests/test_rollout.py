@@ -4,8 +4,9 @@ tiny model; records saved and read back."""
 import pytest
 import torch
 from PIL import Image
+from transformers import LogitsProcessorList
 
-from pxr import models, protocol
+from pxr import models, protocol, rollout_batch
 from pxr.rollout import Query, RolloutConfig, generate_trajectories, load_trajectory_records, save_trajectories
 
 
@@ -137,3 +138,121 @@ def test_real_tiny_model_rollout_and_records(tiny, tmp_path):
     assert (tmp_path / image["path"]).exists() and Image.open(tmp_path / image["path"]).size == tuple(
         image["shown_size"]
     )
+
+
+# ------------------------------------------------------------------------- KV caches kept across turns
+
+
+@pytest.fixture(scope="module")
+def sharp(tmp_path_factory):
+    """The tiny model with larger random weights: its greedy text depends on the prompt (the stock init writes
+    newlines whatever it is shown), so a wrong position or a stale cache changes the text."""
+    model, processor = models.load_model(models.build_tiny_model(tmp_path_factory.mktemp("sharp")), device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "visual" not in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.15)
+    return model, processor
+
+
+class ZoomFirst:
+    """The real model, except that a logits processor makes every first turn write a zoom call: the second turn is
+    then the model's own greedy text on a prompt that holds the crop, prefilled from the cache the first turn left
+    (its keys/values are those of the forced tokens, so the cache covers the whole first turn)."""
+
+    def __init__(self, model, tokenizer):
+        self.inner, self.tokenizer = model, tokenizer
+        self.forced = tokenizer.encode(ZOOM) + [model.generation_config.eos_token_id[0]]
+
+    def __call__(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["inner"], name)
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        width = input_ids.shape[1]
+        first = [
+            "<tool_response>" not in self.tokenizer.decode(ids[mask.bool()].tolist())
+            for ids, mask in zip(input_ids, attention_mask, strict=True)
+        ]
+
+        def force(ids, scores):
+            step = ids.shape[1] - width
+            for row, is_first in enumerate(first):
+                if is_first and step < len(self.forced):
+                    scores[row] = torch.where(torch.arange(scores.shape[1]) == self.forced[step], 0.0, -float("inf"))
+            return scores
+
+        return self.inner.generate(
+            input_ids=input_ids, attention_mask=attention_mask, logits_processor=LogitsProcessorList([force]), **kwargs
+        )
+
+
+def zoom_queries(n):
+    return [
+        Query(
+            f"z{i}",
+            "What digit is on the sign?" + " Look closely." * i,
+            images=[Image.new("RGB", (308 + 56 * i, 224), (i * 40, 90, 9))],
+        )
+        for i in range(n)
+    ]
+
+
+def test_prompt_ids_match_the_processor(tiny):
+    _, processor = tiny
+    images = [Image.new("RGB", (280, 196), (1, 2, 3)), Image.new("RGB", (112, 168), (4, 5, 6))]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    expected = processor(text=[text], images=images, return_tensors="pt", do_resize=False)
+    grids = list(processor.image_processor(images=images, return_tensors="pt", do_resize=False)["image_grid_thw"])
+    assert rollout_batch.prompt_ids(processor, text, grids) == expected["input_ids"][0].tolist()
+    with pytest.raises(ValueError, match="2 image placeholders but the episode has 1 images"):
+        rollout_batch.prompt_ids(processor, text, grids[:1])
+
+
+def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkeypatch):
+    model, processor = sharp
+    model_ = ZoomFirst(model, processor.tokenizer)
+    config = dict(max_new_tokens=len(model_.forced), temperature=0.0)
+
+    def texts(batch_size):
+        trajectories = generate_trajectories(
+            model_,
+            processor,
+            zoom_queries(5),
+            rollout_config=RolloutConfig(batch_size=batch_size, **config),
+            progress=False,
+        )
+        return [[(turn.role, turn.text) for turn in t.turns] for t in trajectories], [
+            t.prompt_tokens for t in trajectories
+        ]
+
+    cached = {batch: texts(batch) for batch in (1, 3)}
+    monkeypatch.setattr(rollout_batch, "supports_cache_reuse", lambda model: False)
+    plain = texts(1)
+    assert cached[1] == plain and cached[3] == plain
+    turns, prompt_tokens = plain
+    assert [len(t) for t in turns] == [3] * 5  # zoom call, observation with the crop, the model's own answer
+    assert len({t[2][1] for t in turns}) == 5  # five different prompts, five different second turns
+    assert all(n > 300 for n in prompt_tokens)
+
+
+def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
+    model, processor = sharp
+    encoded = []
+    encode = rollout_batch._encode_images
+
+    def counting(processor, images):
+        encoded.append([image.size for image in images])
+        return encode(processor, images)
+
+    monkeypatch.setattr(rollout_batch, "_encode_images", counting)
+    model_ = ZoomFirst(model, processor.tokenizer)
+    config = RolloutConfig(max_new_tokens=len(model_.forced), batch_size=2)
+    trajectories = generate_trajectories(model_, processor, zoom_queries(2), rollout_config=config, progress=False)
+    shown = [[entry.shown.size for entry in t.episode.entries] for t in trajectories]
+    # turn 1: each input image; turn 2: each crop only (the input's keys/values come from the cache)
+    assert encoded == [[shown[0][0]], [shown[1][0]], [shown[0][1]], [shown[1][1]]]

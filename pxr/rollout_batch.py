@@ -1,0 +1,195 @@
+"""One batched assistant turn that keeps each episode's KV cache from turn to turn (SPEC §1.5; used by
+`pxr.rollout.generate_trajectories`).
+
+Profiled on the tiny model (benchmarks/rollout_throughput.py), a turn of the plain engine spent most of its time on
+work that batching cannot share and padding makes worse: the processor and the vision tower re-encoded every image of
+every episode each turn, and the whole padded batch was prefilled again from the system prompt. Here each episode
+keeps the keys/values of the tokens it has already seen (`EpisodeCache`); a turn
+
+1. renders the chat, tokenizes it with the cached image grids (only images the episode has not encoded yet go through
+   the image processor), and finds the longest prefix the cache already holds;
+2. prefills only the rest, one episode at a time (no padding, no mask: the fast causal kernels), vision tower included
+   for the new images only;
+3. stitches the caches into one left-padded batch cache and decodes all episodes together with `model.generate`,
+   passing Qwen2.5-VL's M-RoPE positions explicitly (text row first, as transformers does itself);
+4. keeps each episode's share of the grown cache (prompt plus generated tokens) for its next turn.
+
+The prefix is matched on token ids, so a turn whose re-rendered text tokenizes differently from what the model wrote
+simply prefills from the first difference. Finished episodes drop their cache. Models without Qwen-VL's
+`get_rope_index` (scripted test models) use the plain engine in `pxr.rollout`.
+
+Tests: tests/test_rollout.py (batched turns equal batch-1 turns under greedy decoding; the prompt ids equal the
+processor's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class EpisodeCache:
+    """What one episode keeps between turns: the ids its keys/values cover and the grids of its encoded images."""
+
+    ids: list[int] = field(default_factory=list)
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (1, kv heads, len(ids), dim)
+    grids: list[torch.Tensor] = field(default_factory=list)  # image_grid_thw row of each image, in number order
+
+
+def base_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_cache_reuse(model) -> bool:
+    """A Qwen-VL style model whose 3D positions we can compute, in eval mode; scripted stand-ins fall back to the
+    plain engine, and so does a model in training mode (gradient checkpointing turns its cache off)."""
+    inner = getattr(base_model(model), "model", None)
+    return hasattr(inner, "get_rope_index") and callable(model) and not getattr(model, "training", False)
+
+
+def _encode_images(processor, images) -> tuple[torch.Tensor, torch.Tensor]:
+    # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
+    out = processor.image_processor(images=images, return_tensors="pt", do_resize=False)
+    return out["pixel_values"], out["image_grid_thw"]
+
+
+def prompt_ids(processor, text: str, grids: list[torch.Tensor]) -> list[int]:
+    """Token ids of a rendered chat, each image placeholder expanded to its grid's token count (what the Qwen-VL
+    processor does, without touching pixels)."""
+    token = processor.image_token
+    parts = text.split(token)
+    if len(parts) - 1 != len(grids):
+        raise ValueError(f"the chat has {len(parts) - 1} image placeholders but the episode has {len(grids)} images")
+    merge = processor.image_processor.merge_size**2
+    expanded = parts[0] + "".join(
+        token * (int(g.prod()) // merge) + part for g, part in zip(grids, parts[1:], strict=True)
+    )
+    return processor.tokenizer(expanded)["input_ids"]
+
+
+def _image_spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
+    spans, start = [], None
+    for i, token in enumerate([*ids, -1]):
+        if token == image_token_id and start is None:
+            start = i
+        elif token != image_token_id and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def _prefill(model, processor, episode, state: EpisodeCache, text: str) -> tuple[list[int], torch.Tensor]:
+    """Bring `state` up to all but the last token of this turn's prompt; returns the prompt ids and their 3D
+    positions (3, len)."""
+    shown = episode.shown_images
+    n_encoded = len(state.grids)
+    new_pixels = None
+    if n_encoded < len(shown):  # images added since the last turn: their grids, pixels kept for this call only
+        new_pixels, new_grids = _encode_images(processor, shown[n_encoded:])
+        state.grids.extend(new_grids)
+    ids = prompt_ids(processor, text, state.grids)
+    grid_tensor = torch.stack(state.grids) if state.grids else None
+    ids_tensor = torch.tensor([ids], device=model.device)
+    positions, _ = base_model(model).model.get_rope_index(
+        ids_tensor,
+        mm_token_type_ids=(ids_tensor == processor.image_token_id).int(),
+        image_grid_thw=grid_tensor.to(model.device) if grid_tensor is not None else None,
+    )
+    positions = positions[:, 0]
+    end = len(ids) - 1  # the last prompt token is fed by `generate`, which needs its logits
+    start = min(_common_prefix(state.ids, ids), end)
+    spans = _image_spans(ids, processor.image_token_id)
+    start = next((s for s, e in spans if s < start < e), start)  # never cut an image's tokens in two
+    first_image = next((k for k, (s, _) in enumerate(spans) if s >= start), len(spans))
+    if start < end:
+        pixels = None
+        if first_image == len(spans) - len(state.grids) + n_encoded and new_pixels is not None:
+            pixels = new_pixels  # the usual case: the suffix holds exactly the images this turn added
+        elif first_image < len(spans):  # the prefix broke before older images: encode them again
+            pixels, _ = _encode_images(processor, shown[first_image:])
+        cache = DynamicCache(config=model.config)
+        for layer, (keys, values) in enumerate(state.layers):
+            cache.update(keys[:, :, :start], values[:, :, :start], layer)
+        with torch.no_grad():
+            out = model(
+                input_ids=ids_tensor[:, start:end],
+                position_ids=positions[:, None, start:end],
+                past_key_values=cache,
+                pixel_values=None if pixels is None else pixels.to(model.device, model.dtype),
+                image_grid_thw=None if pixels is None else grid_tensor[first_image:].to(model.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        state.layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        if not state.layers or state.layers[0][0].shape[2] != end:
+            raise RuntimeError(f"the model returned no cache for the {end} prompt tokens (use_cache off?)")
+    else:
+        state.layers = [(keys[:, :, :end], values[:, :, :end]) for keys, values in state.layers]
+    state.ids = ids[:end]
+    return ids, positions
+
+
+def generate_turn_cached(
+    model, processor, batch, states: dict[int, EpisodeCache], texts: list[str], generate_kwargs: dict
+) -> tuple[torch.Tensor, int, list[int]]:
+    """Prefill each episode from its cache, decode the batch together; returns the generated token rows
+    (batch, new tokens), and keeps each episode's grown cache in `states` (keyed by `id(trajectory)`)."""
+    prompts = []
+    for trajectory, text in zip(batch, texts, strict=True):
+        state = states.setdefault(id(trajectory), EpisodeCache())
+        prompts.append(_prefill(model, processor, trajectory.episode, state, text))
+    width = max(len(ids) for ids, _ in prompts)
+    pad = processor.tokenizer.pad_token_id
+    n = len(batch)
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    position_ids = torch.zeros((4, n, width), dtype=torch.long)  # text positions, then M-RoPE's three rows
+    for row, (ids, positions) in enumerate(prompts):
+        left = width - len(ids)
+        input_ids[row, left:] = torch.tensor(ids)
+        attention_mask[row, left:] = 1
+        position_ids[0, row, left:] = torch.arange(len(ids))
+        position_ids[1:, row, left:] = positions.cpu()
+    cache = DynamicCache(config=model.config)
+    for layer in range(len(states[id(batch[0])].layers)):
+        keys0, values0 = states[id(batch[0])].layers[layer]
+        keys = keys0.new_zeros((n, keys0.shape[1], width - 1, keys0.shape[3]))
+        values = values0.new_zeros((n, values0.shape[1], width - 1, values0.shape[3]))
+        for row, trajectory in enumerate(batch):
+            k, v = states[id(trajectory)].layers[layer]
+            keys[row, :, width - 1 - k.shape[2] :] = k[0]
+            values[row, :, width - 1 - v.shape[2] :] = v[0]
+        cache.update(keys, values, layer)
+    device = model.device
+    with torch.no_grad():
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            past_key_values=cache,
+            return_dict_in_generate=True,
+            **generate_kwargs,
+        )
+    generated = output.sequences[:, width:]
+    lengths = [len(ids) for ids, _ in prompts]
+    grown = output.past_key_values
+    if grown is None:  # a generate that keeps its cache to itself: each episode keeps its prompt's cache only
+        return generated, width, lengths
+    for row, trajectory in enumerate(batch):
+        state = states[id(trajectory)]
+        state.layers = [
+            (layer.keys[row : row + 1, :, width - lengths[row] :].clone(),
+             layer.values[row : row + 1, :, width - lengths[row] :].clone())
+            for layer in grown.layers
+        ]  # fmt: skip
+        state.ids = prompts[row][0] + generated[row, : generated.shape[1] - 1].tolist()
+    return generated, width, lengths
