@@ -103,9 +103,9 @@ GenerateTurn = Callable[[list[Trajectory]], list[tuple[str, int, bool]]]
 
 def model_generator(model, processor, rollout_config: RolloutConfig) -> GenerateTurn:
     """One assistant turn per trajectory from the in-process model, the rollout engine's own generation step."""
-    from pxr.rollout import _generate_turn  # the engine's step, shared so the demo decodes exactly as rollouts do
+    from pxr.rollout import generate_turn  # the engine's step: the demo decodes exactly as rollouts do
 
-    return lambda batch: _generate_turn(model, processor, batch, rollout_config)
+    return lambda batch: generate_turn(model, processor, batch, rollout_config)
 
 
 @dataclass

@@ -134,7 +134,7 @@ def cut_at_tool_call(text: str) -> str:
     return text if end < 0 else text[: end + len(protocol.TOOL_CALL_CLOSE)]
 
 
-def _generate_turn(
+def generate_turn(
     model, processor, batch: list[Trajectory], config: RolloutConfig, states: dict | None = None
 ) -> list[tuple[str, int, bool]]:
     """One assistant turn for every trajectory of the batch: (text, generated tokens, truncated). With `states` (a
@@ -217,7 +217,7 @@ def generate_trajectories(
         if not active:
             break
         start = time.perf_counter()
-        turns = _generate_turn(model, processor, active, config, states)
+        turns = generate_turn(model, processor, active, config, states)
         seconds = (time.perf_counter() - start) / len(active)
         for trajectory, (text, tokens, truncated) in zip(active, turns, strict=True):
             trajectory.generate_seconds += seconds
