@@ -25,3 +25,5 @@ rewards = fn(
     environments=envs[mine],
 )
 Path(sys.argv[1], f"rank{state.process_index}.json").write_text(json.dumps(rewards))
+state.wait_for_everyone()
+state.destroy_process_group()  # an exit with the group alive can abort in gloo's threads ("terminate called ...")
