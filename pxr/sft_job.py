@@ -72,6 +72,7 @@ def run(job: dict) -> dict:
     # Arguments first: under a DeepSpeed ZeRO-3 launch they make from_pretrained load the weights sharded.
     settings = job["training"]
     args = sft.training_arguments(job["checkpoint_dir"], **settings)
+    args.disable_tqdm = True  # one plain line per logged step: a progress bar in a streamed log is noise
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     model, processor = models.load_model(
