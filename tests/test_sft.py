@@ -267,3 +267,44 @@ def test_lora_training_resumes_with_its_adapter(tiny, trajectories, tmp_path):
     resumed = sft.train(trainer)
     assert resumed.global_step == 4 and counter.steps == 2 and (out / "checkpoint-4").is_dir()
     assert all(torch.equal(loaded[0][n], adapters[n]) for n in adapters)  # went on from the saved adapter
+
+
+def test_mfu_benchmark_runs_the_tiny_config():
+    # The GPU benchmark's code path (build from a config, synthetic multimodal batch, step, MFU) on CPU in seconds.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sft_mfu.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--size", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "96",
+         "--image-side", "112", "--dtype", "float32", "--peak-tflops", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tiny on cpu" in done.stdout and "batch 1 x 96 tokens" in done.stdout
+    tokens_per_s = float(done.stdout.split("tokens/s ")[1].split()[0])
+    mfu = float(done.stdout.split("MFU ")[1].split("%")[0])
+    assert tokens_per_s > 0 and mfu > 0
+
+
+def test_mfu_benchmark_batches_hold_image_tokens_and_text_labels():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "sft_mfu", Path(__file__).resolve().parents[1] / "benchmarks" / "sft_mfu.py"
+    )
+    sft_mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft_mfu)
+    batch = sft_mfu.synthetic_batch("tiny", 2, 80, 112, "cpu", torch.float32, torch.Generator().manual_seed(0))
+    image = sft_mfu.SIZES["tiny"]["tokens"]["image"]
+    assert batch["input_ids"].shape == (2, 80) and ((batch["input_ids"] == image).sum(1) == 16).all()  # (112/28)^2
+    assert batch["pixel_values"].shape == (2 * 8 * 8, 3 * 2 * 14 * 14)
+    assert batch["image_grid_thw"].tolist() == [[1, 8, 8], [1, 8, 8]]
+    assert torch.equal(batch["mm_token_type_ids"], (batch["input_ids"] == image).long())
+    assert (batch["labels"][:, :18] == sft.IGNORE_INDEX).all() and (batch["labels"][:, 18:] >= 0).all()
+    model = sft_mfu.build_model("tiny", torch.float32, "cpu", "sdpa")
+    assert model(**batch).loss.item() > 0
+    with pytest.raises(ValueError, match="no room"):
+        sft_mfu.synthetic_batch("tiny", 1, 16, 112, "cpu", torch.float32, torch.Generator())
