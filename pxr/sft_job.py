@@ -112,6 +112,7 @@ def run(job: dict) -> dict:
         "last_checkpoint": get_last_checkpoint(job["checkpoint_dir"]),
         "global_step": trainer.state.global_step,
         "world_size": args.world_size,
+        "train_seconds": output.metrics.get("train_runtime"),
         "losses": [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h],
     }
 
