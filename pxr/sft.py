@@ -6,7 +6,8 @@ pixels RL rollouts and evaluation show (the stored observation JPEGs are only fo
 covers the tokens of trainable assistant turns only: never observations, system or user text, and never the
 assistant turns that call a wrong op (the paper's rule, not the released code's "last two turns").
 
-Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume).
+Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume, a finished
+run re-run, LoRA resume); tests/test_launch.py for the launched path (pxr.sft_job).
 """
 
 from __future__ import annotations
@@ -331,7 +332,8 @@ def train(trainer):
     if state_file is not None and state_file.exists():
         state = TrainerState.load_from_json(str(state_file))
         if state.global_step >= planned_steps(trainer):
-            trainer._load_from_checkpoint(last)
+            if not trainer.is_deepspeed_enabled:  # ZeRO shards load only inside DeepSpeed's engine; a finished
+                trainer._load_from_checkpoint(last)  # DeepSpeed run's final model is in its model dir already
             trainer.state = state
             losses = [h["loss"] for h in state.log_history if "loss" in h]
             return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {"resumed": last})
