@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,17 +90,22 @@ def launch(
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
+        # A session of its own, so that an interrupted notebook can stop the launcher and every process it started.
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env, bufsize=1
-        )
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env, bufsize=1,
+            start_new_session=True,
+        )  # fmt: skip
         try:
             for line in process.stdout:
                 log.write(line)
                 tail.append(line.rstrip("\n"))
                 if echo is not None:
                     echo(line.rstrip("\n"))
-        finally:
-            returncode = process.wait()
+        except BaseException:  # KeyboardInterrupt included: trainers left running would hold the accelerators
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+        returncode = process.wait()
     if returncode != 0 or not result_path.exists():
         why = f"exited with status {returncode}" if returncode != 0 else f"wrote no {RESULT_FILE}"
         raise LaunchFailed(f"launched job {module} {why}; full log: {log_path}\n--- last lines ---\n" + "\n".join(tail))

@@ -4,6 +4,7 @@
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,34 @@ def test_two_cpu_processes_train_the_tiny_model_and_save_it(tmp_path):
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("visual" not in k for k in changed)  # vision frozen by default
+
+
+@needs_accelerate_cli
+def test_an_interrupted_launch_stops_its_processes(tmp_path):
+    (tmp_path / "slow_job.py").write_text(
+        "import os, time\n"
+        "from pxr import launch\n"
+        "def run(job):\n"
+        "    print('pid', os.getpid(), flush=True)\n"
+        "    time.sleep(120)\n"
+        "    return {}\n"
+        "launch.run_job(run)\n"
+    )
+    pids = []
+
+    def echo(line):
+        if line.startswith("pid "):
+            pids.append(int(line.split()[1]))
+            raise KeyboardInterrupt  # what a notebook's interrupt button raises while the log streams
+
+    with pytest.raises(KeyboardInterrupt):
+        launch.launch("slow_job", {}, tmp_path / "work", env=child_env(tmp_path), echo=echo)
+    assert pids
+    for _ in range(50):  # SIGTERM reaches the job process through its launcher's process group
+        try:
+            os.kill(pids[0], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"job process {pids[0]} still running")
