@@ -6,7 +6,8 @@ pixels RL rollouts and evaluation show (the stored observation JPEGs are only fo
 covers the tokens of trainable assistant turns only: never observations, system or user text, and never the
 assistant turns that call a wrong op (the paper's rule, not the released code's "last two turns").
 
-Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume).
+Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume, a finished
+run re-run, LoRA resume); tests/test_launch.py for the launched path (pxr.sft_job).
 """
 
 from __future__ import annotations
@@ -226,12 +227,9 @@ def _checkpoint_trainer_class():
     return CheckpointTrainer
 
 
-def make_trainer(
-    model,
-    processor,
-    examples: list[dict],
-    *,
+def training_arguments(
     output_dir,
+    *,
     learning_rate: float,
     num_train_epochs: float = 1.0,
     max_steps: int = -1,
@@ -243,32 +241,15 @@ def make_trainer(
     seed: int = 0,
     bf16: bool = False,
     gradient_checkpointing: bool = False,
-    lora=None,
-    freeze_vision: bool = True,
-    max_length: int | None = None,
     logging_steps: int = 1,
 ):
-    """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
-
-    Plain Trainer rather than TRL's SFTTrainer: SFTTrainer's dataset preparation re-renders and re-tokenizes
-    multimodal data and skips images in `tool` turns (stack-notes §3), and its assistant mask trains wrong-op
-    turns; our examples come tokenized with our mask, so `remove_unused_columns=False` keeps every key.
-    `max_steps` > 0 overrides `num_train_epochs`. `lora`: a peft LoraConfig (see `pxr.models.lora_config`).
-    """
+    """The `TrainingArguments` of an SFT run. Made before the model is loaded in a launched job: under an accelerate
+    DeepSpeed ZeRO-3 launch, creating them is what lets `from_pretrained` load the weights already sharded."""
     from transformers import TrainingArguments
 
-    if lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora)
-    if freeze_vision:
-        freeze_vision_tower(model)
-    if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
-        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    model.train()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(Path(output_dir)),
         learning_rate=learning_rate,
         num_train_epochs=num_train_epochs,
@@ -282,12 +263,45 @@ def make_trainer(
         seed=seed,
         bf16=bf16,
         activation_checkpointing=gradient_checkpointing,  # the new name of gradient_checkpointing
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # also what makes a multi-process launch on CPU use gloo
         report_to=[],
         remove_unused_columns=False,
         logging_steps=logging_steps,
         dataloader_num_workers=0,
     )
+
+
+def make_trainer(
+    model,
+    processor,
+    examples: list[dict],
+    *,
+    args=None,
+    lora=None,
+    freeze_vision: bool = True,
+    max_length: int | None = None,
+    **settings,
+):
+    """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
+
+    `settings` are `training_arguments`' (output_dir, learning_rate, max_steps, ...); or pass `args` made by it.
+    Plain Trainer rather than TRL's SFTTrainer: SFTTrainer's dataset preparation re-renders and re-tokenizes
+    multimodal data and skips images in `tool` turns (stack-notes §3), and its assistant mask trains wrong-op
+    turns; our examples come tokenized with our mask, so `remove_unused_columns=False` keeps every key.
+    `max_steps` > 0 overrides `num_train_epochs`. `lora`: a peft LoraConfig (see `pxr.models.lora_config`).
+    """
+    if (args is None) == (not settings):
+        raise TypeError("make_trainer takes either args or training_arguments' settings (output_dir, ...)")
+    args = args if args is not None else training_arguments(**settings)
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+    if freeze_vision:
+        freeze_vision_tower(model)
+    if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    model.train()
     return _checkpoint_trainer_class()(
         model=model,
         args=args,
@@ -297,10 +311,30 @@ def make_trainer(
     )
 
 
+def planned_steps(trainer) -> int:
+    """The optimizer steps this trainer's `train()` runs to: max_steps, or epochs x update steps per epoch."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+
+
 def train(trainer):
-    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one.
+
+    A checkpoint already at the planned step count is a finished run: its weights and state are loaded and no
+    step is taken. (Trainer itself would take one: resuming mid-epoch it skips the trained batches, then runs the
+    next one before it checks `max_steps`, so a re-run of a finished 8-step smoke run ended at step 9.)
+    """
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
     output_dir = Path(trainer.args.output_dir)
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    state_file = Path(last) / "trainer_state.json" if last else None
+    if state_file is not None and state_file.exists():
+        state = TrainerState.load_from_json(str(state_file))
+        if state.global_step >= planned_steps(trainer):
+            if not trainer.is_deepspeed_enabled:  # ZeRO shards load only inside DeepSpeed's engine; a finished
+                trainer._load_from_checkpoint(last)  # DeepSpeed run's final model is in its model dir already
+            trainer.state = state
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {"resumed": last})
     return trainer.train(resume_from_checkpoint=last)

@@ -216,3 +216,95 @@ def test_training_inputs_carry_what_rollouts_pass(tiny, trajectories):
     assert set(encoded) <= set(batch)
     for key in encoded:
         assert torch.equal(batch[key].reshape(encoded[key].shape), encoded[key]), key
+
+
+def test_a_finished_run_is_not_trained_again(tiny, trajectories, tmp_path):
+    # 5 examples at batch 2 are 3 batches an epoch, so step 2 ends mid-epoch: there Trainer's own resume skips 2
+    # batches and runs a third before it looks at max_steps (a re-run of the 8-step smoke run ended at step 9).
+    root, records = trajectories
+    examples = [sft.sft_example(r, root, EPISODE) for r in records]
+    assert len(examples) == 5
+    settings = dict(
+        output_dir=tmp_path / "out", learning_rate=1e-3, max_steps=2, per_device_train_batch_size=2,
+        warmup_ratio=0.0, save_steps=100, seed=0,
+    )  # fmt: skip
+    model, processor = load(tiny)
+    first = sft.train(sft.make_trainer(model, processor, examples, **settings))
+    assert first.global_step == 2 and (tmp_path / "out" / "checkpoint-2").is_dir()
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model, processor = load(tiny)
+    trainer = sft.make_trainer(model, processor, examples, **settings)
+    assert sft.planned_steps(trainer) == 2
+    counter = StepCounter()
+    trainer.add_callback(counter)
+    again = sft.train(trainer)
+    assert again.global_step == 2 and trainer.state.global_step == 2 and counter.steps == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-2"]
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [1, 2]  # the first run's history
+    assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters())  # the finished weights
+
+
+def test_lora_training_resumes_with_its_adapter(tiny, trajectories, tmp_path):
+    root, records = trajectories
+    examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
+    out = tmp_path / "out"
+    settings = dict(
+        output_dir=out, learning_rate=1e-2, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=2, seed=0
+    )
+    model, processor = load(tiny)
+    trainer = sft.make_trainer(model, processor, examples, max_steps=2, lora=models.lora_config(rank=4), **settings)
+    sft.train(trainer)
+    assert (out / "checkpoint-2" / "adapter_model.safetensors").exists()
+    adapters = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    assert adapters and all("visual" not in n for n in adapters)
+    assert any(p.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n)  # B starts at zero: it trained
+
+    model, processor = load(tiny)
+    trainer = sft.make_trainer(model, processor, examples, max_steps=4, lora=models.lora_config(rank=4), **settings)
+    counter, loaded = StepCounter(), []
+    trainer.add_callback(counter)
+    trainer.add_callback(FirstStepWeights(loaded))
+    resumed = sft.train(trainer)
+    assert resumed.global_step == 4 and counter.steps == 2 and (out / "checkpoint-4").is_dir()
+    assert all(torch.equal(loaded[0][n], adapters[n]) for n in adapters)  # went on from the saved adapter
+
+
+def test_mfu_benchmark_runs_the_tiny_config():
+    # The GPU benchmark's code path (build from a config, synthetic multimodal batch, step, MFU) on CPU in seconds.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sft_mfu.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--size", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "96",
+         "--image-side", "112", "--dtype", "float32", "--peak-tflops", "0.00001"],  # 10 MFLOP/s: MFU in %
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tiny on cpu" in done.stdout and "batch 1 x 96 tokens" in done.stdout
+    tokens_per_s = float(done.stdout.split("tokens/s ")[1].split()[0])
+    mfu = float(done.stdout.split("MFU ")[1].split("%")[0])
+    assert tokens_per_s > 0 and mfu > 0
+
+
+def test_mfu_benchmark_batches_hold_image_tokens_and_text_labels():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "sft_mfu", Path(__file__).resolve().parents[1] / "benchmarks" / "sft_mfu.py"
+    )
+    sft_mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft_mfu)
+    batch = sft_mfu.synthetic_batch("tiny", 2, 80, 112, "cpu", torch.float32, torch.Generator().manual_seed(0))
+    image = sft_mfu.SIZES["tiny"]["tokens"]["image"]
+    assert batch["input_ids"].shape == (2, 80) and ((batch["input_ids"] == image).sum(1) == 16).all()  # (112/28)^2
+    assert batch["pixel_values"].shape == (2 * 8 * 8, 3 * 2 * 14 * 14)
+    assert batch["image_grid_thw"].tolist() == [[1, 8, 8], [1, 8, 8]]
+    assert torch.equal(batch["mm_token_type_ids"], (batch["input_ids"] == image).long())
+    assert (batch["labels"][:, :18] == sft.IGNORE_INDEX).all() and (batch["labels"][:, 18:] >= 0).all()
+    model = sft_mfu.build_model("tiny", torch.float32, "cpu", "sdpa")
+    assert model(**batch).loss.item() > 0
+    with pytest.raises(ValueError, match="no room"):
+        sft_mfu.synthetic_batch("tiny", 1, 16, 112, "cpu", torch.float32, torch.Generator())

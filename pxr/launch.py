@@ -1,0 +1,133 @@
+"""Run a stage's training in `accelerate launch` subprocesses (DESIGN §5, multi-GPU from a notebook): a job file in,
+the children's log streamed into the notebook, a result file out.
+
+The notebook process stays light (it must not hold the GPUs the children train on): it writes the job, a plain
+JSON dict that names everything the child needs, to `<work_dir>/job.json`, and `launch` runs
+`python -m accelerate.commands.launch [--config_file C] [--num_processes N] -m <module> <work_dir>/job.json`.
+The child module calls `run_job(fn)`: every process reads the job and calls `fn(job)`; the main process writes
+what `fn` returns to `<work_dir>/result.json`, which `launch` returns. Any module works (SFT: `pxr.sft_job`; RL
+can add its own).
+
+Without a config file, `num_processes` > 1 asks accelerate for its torchrun launcher (`--multi_gpu`). On a machine
+without CUDA that gives N CPU processes on gloo, provided the child asks accelerate for the CPU (the Trainer does,
+through `use_cpu`); accelerate 1.15's own `--cpu` flag starts a single process unless MPI is set up.
+
+Tests: tests/test_launch.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+LOG_FILE = "launch.log"
+
+
+class LaunchFailed(RuntimeError):
+    """A launched job exited with an error; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for the processes' rendezvous (two launches at once must not share one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_command(
+    module: str, job_path: str | Path, *, accelerate_config: str | Path = "", num_processes: int = 0
+) -> list[str]:
+    """The `accelerate launch` command line that runs `python -m module job_path` in each process."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        config = Path(accelerate_config)
+        if not config.is_file():
+            raise FileNotFoundError(f"accelerate config {config} not found (see configs/accelerate/)")
+        command += ["--config_file", str(config)]
+    elif num_processes > 1:
+        command += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    else:
+        command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes:
+        command += ["--num_processes", str(num_processes)]
+    command += ["--main_process_port", str(free_port()), "-m", module, str(job_path)]
+    return command
+
+
+def launch(
+    module: str,
+    job: dict,
+    work_dir: str | Path,
+    *,
+    accelerate_config: str | Path = "",
+    num_processes: int = 0,
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], None] | None = print,
+    tail_lines: int = 40,
+) -> dict:
+    """Write `job` to `work_dir/job.json`, run `module` on it under `accelerate launch`, stream its output through
+    `echo` (and into `work_dir/launch.log`), and return the dict the main process wrote to `work_dir/result.json`.
+
+    Raises LaunchFailed, with the last `tail_lines` lines of the log, when the launch exits non-zero or leaves no
+    result. `env` adds to this process's environment (the children inherit it, PYTHONPATH included).
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job_path, result_path, log_path = work_dir / JOB_FILE, work_dir / RESULT_FILE, work_dir / LOG_FILE
+    job_path.write_text(json.dumps(job, indent=2, default=str) + "\n")
+    result_path.unlink(missing_ok=True)  # a stale result must not pass for this launch's
+    command = accelerate_command(module, job_path, accelerate_config=accelerate_config, num_processes=num_processes)
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    with open(log_path, "w") as log:
+        log.write(" ".join(command) + "\n")
+        # A session of its own, so that an interrupted notebook can stop the launcher and every process it started.
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env, bufsize=1,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            for line in process.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                if echo is not None:
+                    echo(line.rstrip("\n"))
+        except BaseException:  # KeyboardInterrupt included: trainers left running would hold the accelerators
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+        returncode = process.wait()
+    if returncode != 0 or not result_path.exists():
+        why = f"exited with status {returncode}" if returncode != 0 else f"wrote no {RESULT_FILE}"
+        raise LaunchFailed(f"launched job {module} {why}; full log: {log_path}\n--- last lines ---\n" + "\n".join(tail))
+    return json.loads(result_path.read_text())
+
+
+# --------------------------------------------------------------------------------------------- the child side
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the launch (or not launched at all)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_job(fn: Callable[[dict], dict], argv: list[str] | None = None) -> dict:
+    """The child's main: read the job file named on the command line, run `fn(job)` in every process, write its
+    result next to the job file from the main process only."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit(f"usage: python -m <module> <job.json>; got {argv}")
+    job_path = Path(argv[0])
+    result = fn(json.loads(job_path.read_text()))
+    if is_main_process():
+        (job_path.parent / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
