@@ -5,6 +5,10 @@ but Qwen2.5-VL checkpoints are saved under the old key names (`model.layers.*`, 
 every key misses and training silently restarts from the weights the model had (found by tests/test_sft.py).
 `FromPretrainedResume` reloads through `from_pretrained`, which maps the names.
 
+`train_resuming` resumes from the last checkpoint and recognises a finished run: transformers' Trainer, resuming
+mid-epoch, skips the trained batches and then runs the next one before it checks `max_steps`, so a re-run of a
+finished 8-step smoke run ended at step 9.
+
 Tests: tests/test_sft.py and tests/test_rl.py resume from checkpoints.
 """
 
@@ -31,3 +35,27 @@ def last_checkpoint(output_dir) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def planned_steps(trainer) -> int:
+    """The optimizer steps this trainer's `train()` runs to: max_steps, or epochs x update steps per epoch."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+
+
+def train_resuming(trainer):
+    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one. A checkpoint already
+    at the planned step count is a finished run: its weights and state are loaded and no step is taken."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    last = last_checkpoint(trainer.args.output_dir)
+    state_file = Path(last) / "trainer_state.json" if last else None
+    if state_file is not None and state_file.exists():
+        state = TrainerState.load_from_json(str(state_file))
+        if state.global_step >= planned_steps(trainer):
+            if not trainer.is_deepspeed_enabled:  # ZeRO shards load only inside DeepSpeed's engine; a finished
+                trainer._load_from_checkpoint(last)  # DeepSpeed run's final model is in its model dir already
+            trainer.state = state
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {"resumed": last})
+    return trainer.train(resume_from_checkpoint=last)

@@ -346,10 +346,10 @@ def make_trainer(
 
 
 def train(trainer):
-    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one."""
-    from pxr.checkpoints import last_checkpoint
+    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.checkpoints`)."""
+    from pxr.checkpoints import train_resuming
 
-    return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
+    return train_resuming(trainer)
 
 
 def step_series(entries: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:

@@ -209,20 +209,12 @@ def freeze_vision_tower(model) -> int:
 
 
 def _checkpoint_trainer_class():
-    from transformers import PreTrainedModel, Trainer
+    from transformers import Trainer
 
-    class CheckpointTrainer(Trainer):
-        """Resumes full-model checkpoints through `from_pretrained`. Trainer's own resume loads the safetensors file
-        into the model as it is, but Qwen2.5-VL checkpoints are saved under the old key names (`model.layers.*`,
-        `visual.*`), so in transformers 5.23 every key misses and training silently restarts from the weights
-        the model had (found by tests/test_sft.py)."""
+    from pxr.checkpoints import FromPretrainedResume
 
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            model = model if model is not None else self.model
-            if not isinstance(model, PreTrainedModel) or self.is_fsdp_enabled:
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map="cpu")
-            model.load_state_dict(saved.state_dict(), strict=True)
+    class CheckpointTrainer(FromPretrainedResume, Trainer):
+        """Trainer that resumes Qwen2.5-VL checkpoints correctly (see `pxr.checkpoints`)."""
 
     return CheckpointTrainer
 
@@ -311,30 +303,8 @@ def make_trainer(
     )
 
 
-def planned_steps(trainer) -> int:
-    """The optimizer steps this trainer's `train()` runs to: max_steps, or epochs x update steps per epoch."""
-    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
-
-
 def train(trainer):
-    """`trainer.train()`, resuming from the last checkpoint in its output_dir when there is one.
+    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.checkpoints`)."""
+    from pxr.checkpoints import train_resuming
 
-    A checkpoint already at the planned step count is a finished run: its weights and state are loaded and no
-    step is taken. (Trainer itself would take one: resuming mid-epoch it skips the trained batches, then runs the
-    next one before it checks `max_steps`, so a re-run of a finished 8-step smoke run ended at step 9.)
-    """
-    from transformers import TrainerState
-    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
-
-    output_dir = Path(trainer.args.output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    state_file = Path(last) / "trainer_state.json" if last else None
-    if state_file is not None and state_file.exists():
-        state = TrainerState.load_from_json(str(state_file))
-        if state.global_step >= planned_steps(trainer):
-            if not trainer.is_deepspeed_enabled:  # ZeRO shards load only inside DeepSpeed's engine; a finished
-                trainer._load_from_checkpoint(last)  # DeepSpeed run's final model is in its model dir already
-            trainer.state = state
-            losses = [h["loss"] for h in state.log_history if "loss" in h]
-            return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {"resumed": last})
-    return trainer.train(resume_from_checkpoint=last)
+    return train_resuming(trainer)

@@ -210,6 +210,12 @@ def test_grpo_steps_train_with_crops_in_the_loss_forward(smoke, tiny_dir, tmp_pa
     steps = [e["step"] for e in rl.read_step_log(tmp_path / "steps.jsonl") if "pxr/rapr" in e]
     assert steps == [1, 2, 3]
 
+    # Running the finished run again takes no step (transformers' Trainer would take one more mid-epoch).
+    again = rl.make_trainer(model2, processor2, queries, data_root=root, output_dir=tmp_path,
+                            episode_config=EPISODE, reward_config=RewardConfig(), rl_config=longer)  # fmt: skip
+    assert rl.train(again).global_step == 3 and again.state.global_step == 3
+    assert [e["step"] for e in rl.read_step_log(tmp_path / "steps.jsonl") if "pxr/rapr" in e] == [1, 2, 3]
+
 
 def test_step_log_skips_a_half_written_line(tmp_path):
     path = tmp_path / "steps.jsonl"

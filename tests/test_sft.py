@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import TrainerCallback
 
-from pxr import data, models, sft, synth, synth_run
+from pxr import checkpoints, data, models, sft, synth, synth_run
 from pxr.config import EpisodeConfig
 from pxr.teacher import TemplateTeacher
 
@@ -234,7 +234,7 @@ def test_a_finished_run_is_not_trained_again(tiny, trajectories, tmp_path):
     trained = {n: p.detach().clone() for n, p in model.named_parameters()}
     model, processor = load(tiny)
     trainer = sft.make_trainer(model, processor, examples, **settings)
-    assert sft.planned_steps(trainer) == 2
+    assert checkpoints.planned_steps(trainer) == 2
     counter = StepCounter()
     trainer.add_callback(counter)
     again = sft.train(trainer)
