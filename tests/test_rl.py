@@ -195,6 +195,8 @@ def test_grpo_steps_train_with_crops_in_the_loss_forward(smoke, tiny_dir, tmp_pa
     steps = [e for e in rl.read_step_log(tmp_path / "steps.jsonl") if "pxr/rapr" in e]
     assert [e["step"] for e in steps] == [1, 2]
     assert all(e["pxr/rapr"] == 0.5 and e["tools/call_frequency"] == 0.5 for e in steps)
+    # Uniform groups leave the loss: the share of rollouts in it is what the filter left.
+    assert all(e["pxr/rollouts_in_loss_share"] == 1 - e["pxr/filtered_group_share"] for e in steps)
 
     # Resume: a longer run picks up checkpoint-2 and takes one more step; the log keeps one line per step. With a
     # learning rate of 0 for that step, the resumed model must equal the checkpoint, not the fresh weights.
