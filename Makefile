@@ -27,13 +27,9 @@ test-notebooks: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pxr tests benchmarks
 
-# Notebooks are committed without outputs; nbstripout keeps the `parameters` tag and the outputs of cells tagged
-# keep_output, the references nbval compares (which need an execution count, so it is put back on those cells).
+# Notebooks are committed without outputs (nbstripout keeps the `parameters` tag); checks are asserts in the cells.
 strip: $(STAMP)
 	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
-	$(BIN)/python -c 'import nbformat, sys; \
-	[nbformat.write(nb, p) for p in sys.argv[1:] for nb in [nbformat.read(p, as_version=4)] \
-	 if [c.update(execution_count=1) for c in nb.cells if c.get("outputs")] is not None]' notebooks/*.ipynb
 
 install: $(STAMP)
 
