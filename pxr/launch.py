@@ -87,7 +87,8 @@ def launch(
     result_path.unlink(missing_ok=True)  # a stale result must not pass for this launch's
     command = accelerate_command(module, job_path, accelerate_config=accelerate_config, num_processes=num_processes)
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    # Kept longer than shown: the launcher's own traceback comes last and would hide the child's error.
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines * 10)
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
         # A session of its own, so that an interrupted notebook can stop the launcher and every process it started.
@@ -108,8 +109,23 @@ def launch(
         returncode = process.wait()
     if returncode != 0 or not result_path.exists():
         why = f"exited with status {returncode}" if returncode != 0 else f"wrote no {RESULT_FILE}"
-        raise LaunchFailed(f"launched job {module} {why}; full log: {log_path}\n--- last lines ---\n" + "\n".join(tail))
+        raise LaunchFailed(f"launched job {module} {why}; full log: {log_path}\n" + failure_excerpt(list(tail), tail_lines))
     return json.loads(result_path.read_text())
+
+
+def failure_excerpt(lines: list[str], n: int = 40) -> str:
+    """What a reader of a failed launch needs: the last `n` lines the processes printed before torchrun's own
+    traceback (a `ChildFailedError` that says only which rank died, by which signal) plus torchrun's root-cause
+    summary. Without that traceback in the log, the last `n` lines."""
+    failed = [i for i, line in enumerate(lines) if "ChildFailedError" in line]
+    if not failed:
+        return "--- last lines ---\n" + "\n".join(lines[-n:])
+    start = next((i for i in range(failed[0], -1, -1) if lines[i].startswith("Traceback")), failed[0])
+    root = next((i for i in range(failed[0], len(lines)) if "Root Cause" in lines[i]), len(lines))
+    return (
+        "--- the processes' last lines ---\n" + "\n".join(lines[max(0, start - n) : start])
+        + "\n--- torchrun ---\n" + "\n".join(lines[root:])
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- the child side
@@ -130,4 +146,16 @@ def run_job(fn: Callable[[dict], dict], argv: list[str] | None = None) -> dict:
     result = fn(json.loads(job_path.read_text()))
     if is_main_process():
         (job_path.parent / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    leave_process_group()
     return result
+
+
+def leave_process_group() -> None:
+    """Wait for every process, then close the process group. A process that exits with the group alive while
+    another is still saving can die in gloo's threads ("terminate called ...", SIGABRT) and fail the launch after
+    the work is done; trainers do not close the group themselves."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -125,3 +125,15 @@ def test_an_interrupted_launch_stops_its_processes(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"job process {pids[0]} still running")
+
+
+def test_a_failure_excerpt_shows_the_dead_rank_s_error_not_the_launcher_s_traceback():
+    child = [f"step {i}" for i in range(50)] + ["terminate called after throwing an instance of 'gloo::IoException'"]
+    launcher = ["Traceback (most recent call last):"] + [f'  File "launch.py", line {i}' for i in range(60)]
+    launcher += ["torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ", "=====", "Root Cause (first observed failure):",
+                 "[0]:", "  rank      : 1 (local_rank: 1)", "  exitcode  : -6 (pid: 4048)"]  # fmt: skip
+    excerpt = launch.failure_excerpt(child + launcher, n=10)
+    assert "gloo::IoException" in excerpt and "exitcode  : -6" in excerpt
+    assert "step 41" in excerpt and "step 40" not in excerpt  # the last 10 lines before the traceback
+    assert 'File "launch.py"' not in excerpt
+    assert launch.failure_excerpt(child, n=3).splitlines()[1:] == child[-3:]  # no launcher traceback: the tail
