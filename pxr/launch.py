@@ -109,7 +109,9 @@ def launch(
         returncode = process.wait()
     if returncode != 0 or not result_path.exists():
         why = f"exited with status {returncode}" if returncode != 0 else f"wrote no {RESULT_FILE}"
-        raise LaunchFailed(f"launched job {module} {why}; full log: {log_path}\n" + failure_excerpt(list(tail), tail_lines))
+        raise LaunchFailed(
+            f"launched job {module} {why}; full log: {log_path}\n" + failure_excerpt(list(tail), tail_lines)
+        )
     return json.loads(result_path.read_text())
 
 
