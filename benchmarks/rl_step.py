@@ -56,7 +56,7 @@ def scripted_generate(model, tokenizer):
         kwargs.pop("generation_config", None)
         real(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=width, min_new_tokens=width,
              do_sample=True, **kwargs)  # fmt: skip
-        new = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in scripts])
+        new = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in scripts], device=input_ids.device)
         return torch.cat([input_ids, new], dim=1)
 
     model.generate = generate
@@ -69,20 +69,26 @@ def main():
     parser.add_argument("--generations", type=int, default=4, help="G")
     parser.add_argument("--batch", type=int, default=8, help="rollouts per step")
     parser.add_argument("--max-pixels", type=int, default=256 * 784, help="query and crop budget")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", help="weights' dtype; bfloat16 (and bf16 autocast) for 7b")
+    parser.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing")
     args = parser.parse_args()
 
     episode_config = EpisodeConfig(image_max_pixels=args.max_pixels, crop_max_pixels=args.max_pixels)
     with tempfile.TemporaryDirectory() as tmp:
         root = synth_run.smoke_dataset(Path(tmp) / "data", seed=0, episode_config=episode_config)
         queries, _ = data.read_jsonl(root / synth_run.RL_QUERIES, data.RLQuery)
-        path = models.build_tiny_model(Path(tmp) / "model", seed=0, size=args.size)
-        model, processor = models.load_model(path, episode_config=episode_config, device="cpu", dtype="float32")
+        model, processor = models.random_model_of_size(
+            args.size, tmp, dtype=args.dtype, device=args.device, episode_config=episode_config
+        )
+        model.train()
         scripted_generate(model, processor.tokenizer)
         timers = Timers()
         timers.wrap(model, "generate", "generation")
         timers.wrap(rl_env._EpisodeEnvironment, "_observe", "op execution")
         config = RLConfig(max_steps=args.steps + 1, num_generations=args.generations,
-                          per_device_train_batch_size=args.batch, save_steps=10_000, max_completion_length=512)  # fmt: skip
+                          per_device_train_batch_size=args.batch, save_steps=10_000, max_completion_length=512,
+                          bf16=args.dtype == "bfloat16", gradient_checkpointing=args.grad_ckpt)  # fmt: skip
         trainer = rl.make_trainer(model, processor, queries, data_root=root, output_dir=Path(tmp) / "run",
                                   episode_config=episode_config, reward_config=RewardConfig(), rl_config=config)  # fmt: skip
         trainer.reward_funcs[0] = TimedReward(trainer.reward_funcs[0], timers)
@@ -117,6 +123,8 @@ def main():
     for name, seconds in rows:
         print(f"{name:62s} {seconds:8.3f} {seconds / total:7.1%}")
     print(f"{'total':62s} {total:8.3f}")
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
 
 class TimedReward:

@@ -136,16 +136,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; the fastest counts")
     parser.add_argument("--threads", type=int, help="torch CPU threads; 1 is steadier on a shared machine")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="batch sizes; 1 is the naive loop")
+    parser.add_argument("--dtype", default="float32", help="model dtype (bfloat16 on a GPU)")
+    parser.add_argument("--engines", nargs="+", default=["plain", "kv-reuse"], choices=["plain", "kv-reuse"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        model, processor = models.load_model(models.build_tiny_model(tmp, size=args.size), device=args.device)
+        model, processor = models.random_model_of_size(args.size, tmp, dtype=args.dtype, device=args.device)
     engines = {
         "plain": ScriptedDecisions(model, processor.tokenizer),  # every turn re-encodes the whole chat
         "kv-reuse": ScriptedDecisionsCached(model, processor.tokenizer),  # per-episode KV cache across turns
     }
+    engines = {name: engines[name] for name in args.engines}
     queries = make_queries(args.episodes)
     print(
         f"{args.size} model ({models.count_parameters(model) / 1e6:.2f}M params) on {args.device}, "
@@ -158,16 +162,17 @@ def main() -> None:
         )
         # Every configuration runs `repeats` times, interleaved, and keeps its fastest run: on a shared machine the
         # slow runs measure the neighbours.
-        runs = [(name, batch) for name in engines for batch in (1, 4, 16)]
+        runs = [(name, batch) for name in engines for batch in args.batches]
         best = {}
         for _ in range(args.repeats):
             for name, batch in runs:
                 result = measure(engines[name], processor, queries, batch, new_tokens)
                 if (name, batch) not in best or result["seconds"] < best[name, batch]["seconds"]:
                     best[name, batch] = result
-        plain_naive = best["plain", 1]
+        first = next(iter(engines))
+        plain_naive = best.get(("plain", 1), best[first, args.batches[0]])
         for name, batch in runs:
-            result, naive = best[name, batch], best[name, 1]
+            result, naive = best[name, batch], best.get((name, 1), best[name, args.batches[0]])
             label = f"{name}, batch {batch}" + (" (naive)" if batch == 1 else "")
             print(
                 f"{label:>26} {result['episodes_s']:>11.2f} {result['tokens_s']:>10.1f} {result['ops']:>5} "
@@ -175,11 +180,16 @@ def main() -> None:
                 f"{result['episodes_s'] / plain_naive['episodes_s']:>14.1f}x"
             )
 
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
+              f"(weights {sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30:.1f} GiB)")  # fmt: skip
+    if args.rss_episodes <= 0:
+        return
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     many = make_queries(args.rss_episodes, images_per_query=2)  # 2 inputs + 1 crop on zoom items
     start = time.perf_counter()
     trajectories = generate_trajectories(
-        engines["kv-reuse"],
+        engines.get("kv-reuse") or next(iter(engines.values())),
         processor,
         many,
         rollout_config=RolloutConfig(max_new_tokens=8, batch_size=16),

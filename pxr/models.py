@@ -58,6 +58,16 @@ MODEL_SIZES = {
         "vision": dict(depth=4, hidden_size=128, intermediate_size=384, num_heads=4, fullatt_block_indexes=[1, 3]),
         "vocab_size": 4096,
     },
+    "7b": {  # Qwen2.5-VL-7B-Instruct's sizes (its config.json), for GPU benchmarks: built in memory by random_model
+        "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, rms_norm_eps=1e-6, mrope_section=[16, 24, 24]),
+        "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                       fullatt_block_indexes=[7, 15, 23, 31]),
+        "vocab_size": 4096,  # the local tokenizer's; the embedding and LM head have Qwen's 152064 rows
+        "embedding_rows": 152064,
+        "tie_word_embeddings": False,
+        "in_memory_only": True,  # ~8B parameters: saving random weights would write 16-30 GB for nothing
+    },
 }  # fmt: skip
 
 
@@ -248,6 +258,8 @@ def build_tiny_model(
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
     spec = MODEL_SIZES[size]
+    if spec.get("in_memory_only"):
+        raise ValueError(f"size {size!r} is built in memory only: random_model({size!r}, processor, ...)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(corpus or default_corpus(seed), spec["vocab_size"])
@@ -256,16 +268,40 @@ def build_tiny_model(
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2
     )
-    if is_torchvision_available():
-        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    if is_torchvision_available():  # GPU servers: the stock processor, which insists on a video processor
+        from transformers import Qwen2VLVideoProcessor
+
+        video_processor = Qwen2VLVideoProcessor(
+            min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2
+        )
+        processor = Qwen2_5_VLProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=video_processor,
+            chat_template=template,
+        )
     else:
         processor = ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    config = model_config(size, tokenizer)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = generation_config(tokenizer)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def model_config(size: str, tokenizer) -> Qwen2_5_VLConfig:
+    """The Qwen2.5-VL config of one of MODEL_SIZES, its special-token ids taken from `tokenizer`."""
+    spec = MODEL_SIZES[size]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(spec["text"])
     mrope_section = text.pop("mrope_section")
-    config = Qwen2_5_VLConfig(
+    tie = spec.get("tie_word_embeddings", True)
+    return Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), max_position_embeddings=16384, tie_word_embeddings=True,
+            vocab_size=max(len(tokenizer), spec.get("embedding_rows", 0)), max_position_embeddings=16384,
+            tie_word_embeddings=tie,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **text,
         ),
@@ -273,16 +309,44 @@ def build_tiny_model(
                            temporal_patch_size=2, window_size=112, **spec["vision"]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie,
     )  # fmt: skip
+
+
+def generation_config(tokenizer) -> GenerationConfig:
+    """Greedy by default, stopping at the end of a turn."""
+    end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return GenerationConfig(eos_token_id=[end, pad], pad_token_id=pad, do_sample=False)
+
+
+def random_model(size: str, processor, *, seed: int = 0, dtype: str = "bfloat16", device: str = "cpu"):
+    """A Qwen2.5-VL of `size` with random weights, built directly on `device` in `dtype` and never saved, that
+    takes `processor`'s inputs (the processor of any `build_tiny_model` directory): the 7B config for GPU
+    benchmarks of memory and throughput without a download."""
+    config = model_config(size, processor.tokenizer)
+    config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"], do_sample=False
-    )
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # parameters are created in `dtype`: no fp32 copy first
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.generation_config = generation_config(processor.tokenizer)
+    return model.eval()
+
+
+def random_model_of_size(size: str, work_dir: str | Path, *, seed: int = 0, dtype: str = "float32", device="cpu",
+                         episode_config: EpisodeConfig | None = None):  # fmt: skip
+    """Model and processor of any MODEL_SIZES entry with random weights, for benchmarks: tiny/small are built in
+    `work_dir` and loaded with `load_model`; in-memory sizes (7b) take the small model's processor."""
+    if not MODEL_SIZES[size].get("in_memory_only"):
+        path = build_tiny_model(Path(work_dir) / size, seed=seed, size=size)
+        return load_model(path, dtype=dtype, device=device, episode_config=episode_config)
+    _, processor = load_model(build_tiny_model(Path(work_dir) / "small", seed=seed, size="small"),
+                              episode_config=episode_config)  # fmt: skip
+    return random_model(size, processor, seed=seed, dtype=dtype, device=device), processor
 
 
 def count_parameters(model) -> int:

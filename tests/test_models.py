@@ -114,3 +114,16 @@ def test_system_prompt_is_what_the_tool_template_renders(tiny_dir, variant):
         protocol.build_messages("x", 0, [], variant=variant)[:1] + [user], tokenize=False
     )
     assert via_tools == as_text
+
+
+def test_random_model_builds_in_memory_in_the_asked_dtype_and_takes_the_processor_s_inputs(tmp_path):
+    model, processor = models.random_model_of_size("tiny", tmp_path, dtype="float32")
+    same = models.random_model("tiny", processor, dtype="bfloat16")
+    assert {p.dtype for p in same.parameters()} == {torch.bfloat16}
+    assert models.count_parameters(same) == models.count_parameters(model)
+    ids = processor.tokenizer("a b c", return_tensors="pt")["input_ids"]
+    assert same.generate(input_ids=ids, max_new_tokens=3, min_new_tokens=3).shape[1] == ids.shape[1] + 3
+    with pytest.raises(ValueError, match="in memory only"):
+        models.build_tiny_model(tmp_path / "big", size="7b")
+    config = models.model_config("7b", processor.tokenizer)
+    assert config.text_config.vocab_size == 152064 and config.text_config.num_hidden_layers == 28
