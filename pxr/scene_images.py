@@ -97,7 +97,10 @@ def make_count_scene(
 ) -> Scene:
     """A TallyQA-like count: "How many green triangles are there?" with 0..`max_count` (uniform) small shapes of
     the asked kind among `n_distractors` shapes of other kinds, all `target_size` px as in `read` scenes, so telling
-    the kinds apart for sure needs a zoom. The counted objects come first in `objects` and are the `cue_boxes`.
+    the kinds apart for sure needs a zoom. The counted objects come first in `objects` and are the `cue_boxes`; with
+    none to count, the look-alikes (the asked colour or shape) are: a count of 0 is only sure after they have been
+    looked at closely, so every count item needs an op (an answer-0 item that needed none would teach a model to
+    answer count questions from the overview).
     """
     if max_count < 0:
         raise ValueError(f"max_count must be >= 0, got {max_count}")
@@ -118,11 +121,12 @@ def make_count_scene(
     objects = [SceneObject(shape=s, colour=c, digit="", box=b) for (c, s), b in zip(kinds, boxes, strict=True)]
     colour, shape = target_kind
     answer = str(count)
+    looked_at = objects[:count] or [o for o in objects if o.colour == colour or o.shape == shape] or objects[:1]
     return _image_scene(
         _render(width, height, seed, objects),
         f"How many {colour} {shape}s are there?",
         answer,
-        [list(o.box) for o in objects[:count]],
+        [list(o.box) for o in looked_at],
         objects,
         seed,
         "count",
