@@ -65,29 +65,56 @@ class ReservedLayer(DynamicLayer):
 class PatchProjection(torch.nn.Module):
     """Qwen-VL's patch embedding as the matrix product it is: a Conv3d whose stride equals its kernel sees each
     flattened patch once, and torch's CPU conv3d took ~6x as long as `linear` for it (7 ms an image on the tiny model,
-    more than the rest of the vision tower). Shares the convolution's parameters; the output has the conv's shape."""
+    more than the rest of the vision tower). With `scale`/`shift` (per colour channel) it also takes the image
+    processor's rescale and normalisation, `pixel = raw * scale - shift`, folded into its weights: the processor then
+    only cuts patches (1.6 ms an image instead of 5.7). The output has the conv's shape."""
 
-    def __init__(self, conv: torch.nn.Conv3d):
+    def __init__(self, conv: torch.nn.Conv3d, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
         super().__init__()
-        self.weight, self.bias = conv.weight, conv.bias
+        with torch.no_grad():  # rollouts only: no gradient reaches the convolution through here
+            weight, bias = conv.weight.flatten(1), conv.bias
+            if scale is not None:
+                columns = weight.shape[1] // len(scale)  # a flattened patch is (channels, frames, patch, patch)
+                scale, shift = (t.to(weight.device, torch.float32).repeat_interleave(columns) for t in (scale, shift))
+                folded_bias = -(weight.float() @ shift) + (0 if bias is None else bias.float())
+                weight, bias = (weight.float() * scale).to(weight.dtype), folded_bias.to(weight.dtype)
+        self.weight, self.bias = weight, bias
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # (n, channels, frames, patch, patch)
-        out = torch.nn.functional.linear(patches.flatten(1), self.weight.flatten(1), self.bias)
+        out = torch.nn.functional.linear(patches.flatten(1), self.weight, self.bias)
         return out[:, :, None, None, None]
 
 
+def _pixel_affine(image_processor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) per channel of the processor's rescale + normalise, or None if it is not a per-channel affine
+    map we know (then the processor normalises itself)."""
+    if not hasattr(image_processor, "rescale_factor") or not hasattr(image_processor, "image_mean"):
+        return None
+    factor = image_processor.rescale_factor if getattr(image_processor, "do_rescale", True) else 1.0
+    if getattr(image_processor, "do_normalize", True):
+        mean = torch.tensor(image_processor.image_mean, dtype=torch.float64)
+        std = torch.tensor(image_processor.image_std, dtype=torch.float64)
+    else:
+        mean, std = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    if mean.shape != (3,) or std.shape != (3,):
+        return None
+    return factor / std, mean / std
+
+
 @contextmanager
-def linear_patch_embedding(model):
-    """Within the block, the vision tower's patch Conv3d runs as `PatchProjection` (same weights); restored after,
-    so training, saving and the plain engine see the stock module."""
+def linear_patch_embedding(model, processor=None):
+    """Within the block, the vision tower's patch Conv3d runs as a `PatchProjection`; restored after, so training,
+    saving and the plain engine see the stock module. Yields True when the processor's normalisation is folded in:
+    pixels must then come from `_encode_images(..., raw=True)`."""
     embed = getattr(getattr(base_model(model).model, "visual", None), "patch_embed", None)
     conv = getattr(embed, "proj", None)
     if not (isinstance(conv, torch.nn.Conv3d) and conv.stride == conv.kernel_size and conv.padding == (0, 0, 0)):
-        yield
+        yield False
         return
-    embed.proj = PatchProjection(conv)
+    affine = None if processor is None else _pixel_affine(processor.image_processor)
+    embed.proj = PatchProjection(conv, *(affine or (None, None)))
     try:
-        yield
+        yield affine is not None
     finally:
         embed.proj = conv
 
@@ -104,9 +131,11 @@ def supports_cache_reuse(model) -> bool:
     return hasattr(inner, "get_rope_index") and callable(model) and not getattr(model, "training", False)
 
 
-def _encode_images(processor, images) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_images(processor, images, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel patches and grids; `raw`: neither rescaled nor normalised (a `PatchProjection` does both)."""
     # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
-    out = processor.image_processor(images=images, return_tensors="pt", do_resize=False)
+    skip = {"do_rescale": False, "do_normalize": False} if raw else {}
+    out = processor.image_processor(images=images, return_tensors="pt", do_resize=False, **skip)
     return out["pixel_values"], out["image_grid_thw"]
 
 
@@ -140,14 +169,16 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i in range(n) if a[i] != b[i]), n)
 
 
-def _prefill(model, processor, episode, state: EpisodeCache, text: str) -> tuple[list[int], torch.Tensor]:
+def _prefill(
+    model, processor, episode, state: EpisodeCache, text: str, raw_pixels: bool = False
+) -> tuple[list[int], torch.Tensor]:
     """Bring `state` up to all but the last token of this turn's prompt; returns the prompt ids and their 3D
-    positions (3, len)."""
+    positions (3, len). `raw_pixels`: the vision tower takes unnormalised pixels (`linear_patch_embedding`)."""
     shown = episode.shown_images
     n_encoded = len(state.grids)
     new_pixels = None
     if n_encoded < len(shown):  # images added since the last turn: their grids, pixels kept for this call only
-        new_pixels, new_grids = _encode_images(processor, shown[n_encoded:])
+        new_pixels, new_grids = _encode_images(processor, shown[n_encoded:], raw_pixels)
         state.grids.extend(new_grids)
     ids = prompt_ids(processor, text, state.grids)
     grid_tensor = torch.stack(state.grids) if state.grids else None
@@ -168,7 +199,7 @@ def _prefill(model, processor, episode, state: EpisodeCache, text: str) -> tuple
         if first_image == len(spans) - len(state.grids) + n_encoded and new_pixels is not None:
             pixels = new_pixels  # the usual case: the suffix holds exactly the images this turn added
         elif first_image < len(spans):  # the prefix broke before older images: encode them again
-            pixels, _ = _encode_images(processor, shown[first_image:])
+            pixels, _ = _encode_images(processor, shown[first_image:], raw_pixels)
         cache = DynamicCache(config=model.config)
         for layer, (keys, values) in enumerate(state.layers):
             cache.update(keys[:, :, :start], values[:, :, :start], layer)
@@ -197,10 +228,10 @@ def generate_turn_cached(
     """Prefill each episode from its cache, decode the batch together; returns the generated token rows
     (batch, new tokens), and keeps each episode's grown cache in `states` (keyed by `id(trajectory)`)."""
     prompts = []
-    with linear_patch_embedding(model):
+    with linear_patch_embedding(model, processor) as raw_pixels:
         for trajectory, text in zip(batch, texts, strict=True):
             state = states.setdefault(id(trajectory), EpisodeCache())
-            prompts.append(_prefill(model, processor, trajectory.episode, state, text))
+            prompts.append(_prefill(model, processor, trajectory.episode, state, text, raw_pixels))
     width = max(len(ids) for ids, _ in prompts)
     pad = processor.tokenizer.pad_token_id
     n = len(batch)

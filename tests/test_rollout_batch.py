@@ -2,6 +2,7 @@
 layer returns, and the vision tower with the patch convolution run as a matrix product gives the stock embeddings.
 End to end (batched turns equal batch-1 turns) is checked in tests/test_rollout.py."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -36,20 +37,23 @@ def test_reserved_layer_matches_the_concatenating_layer():
     assert keys.data_ptr() == reserved._keys.data_ptr()  # the first two steps wrote in place
 
 
-def test_linear_patch_embedding_gives_the_stock_image_features(tiny):
+@pytest.mark.parametrize("with_processor", [False, True], ids=["conv-as-linear", "normalisation-folded-in"])
+def test_linear_patch_embedding_gives_the_stock_image_features(tiny, with_processor):
     model, processor = tiny
-    images = [Image.new("RGB", (112, 84), (200, 30, 9)), Image.effect_noise((140, 112), 60).convert("RGB")]
-    inputs = processor.image_processor(images=images, return_tensors="pt", do_resize=False)
+    texture = (np.arange(112 * 140 * 3) * 7 % 256).astype(np.uint8).reshape(112, 140, 3)  # every value 0..255
+    images = [Image.new("RGB", (112, 84), (200, 30, 9)), Image.fromarray(texture)]
     visual = model.model.visual
     conv = visual.patch_embed.proj
     with torch.no_grad():
-        stock = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
-        with rollout_batch.linear_patch_embedding(model):
-            assert isinstance(visual.patch_embed.proj, rollout_batch.PatchProjection)
-            assert visual.patch_embed.proj.weight is conv.weight  # shared, not copied
-            linear = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
+        pixels, grids = rollout_batch._encode_images(processor, images)
+        stock = model.model.get_image_features(pixels, grids).pooler_output
+        with rollout_batch.linear_patch_embedding(model, processor if with_processor else None) as raw:
+            assert raw == with_processor and isinstance(visual.patch_embed.proj, rollout_batch.PatchProjection)
+            raw_pixels, raw_grids = rollout_batch._encode_images(processor, images, raw=raw)
+            linear = model.model.get_image_features(raw_pixels, raw_grids).pooler_output
     assert visual.patch_embed.proj is conv  # restored
-    assert [tuple(f.shape) for f in linear] == [(12, 128), (20, 128)]  # (8x6 and 10x8 patches) / 4 per token
+    assert torch.equal(raw_grids, grids) and [tuple(f.shape) for f in linear] == [(12, 128), (20, 128)]  # 8x6, 10x8
+    assert raw_pixels.max() == (255 if with_processor else pixels.max()) and pixels.max() < 3
     for a, b in zip(stock, linear, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(stock[0][0], stock[1][0])  # two different images: the check can fail
