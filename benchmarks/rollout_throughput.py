@@ -20,23 +20,28 @@ configuration runs `--repeats` times, interleaved, and its fastest run counts: o
 measure the neighbours. On this machine (2 cores shared with 3 other workers) the figures move by 2x from run to run;
 `--threads 1` avoids the worst of it (two threads on a busy core make every op wait).
 
-Measured 2026-11 (tiny model, 1 thread, 32 episodes, two runs of the whole table; load average 5 to 6 on 2 cores):
-see benchmarks/README.md for the table. Where the time goes (cProfile and timers, 64 tokens per turn, one run):
+Measured 2026-11-24 (tiny model, 32 episodes, 64 tokens per turn; see benchmarks/README.md for the tables). Where
+the time goes now (timers around each stage, 1 thread, best of 3, a training job on the other core):
 
-    kv-reuse, batch 1 : 13.9 s = decode 10.2 (model 6.3, 2.0 ms a step; generate's loop 3.9)
-                                 + per-episode prefill 3.0 (image processor 0.7, vision tower 1.2, LM prefill 0.75)
-                                 + episode ops, chat template, input resizing 0.7
-    kv-reuse, batch 16:  7.7 s = decode 3.1 (9.2 ms a step for 16 rows: KV copies and masked attention)
-                                 + per-episode prefill 3.9 (image processor 0.8, vision tower 1.6, LM prefill 1.0)
-                                 + the same 0.7
-    plain,    batch 1 : 14.8 s = processor 1.0 + vision tower 1.5 + prefill 0.9 + decode 10.4 (model 6.4) + 1.0
-    plain,    batch 16: 11.9 s = processor 2.4 + vision tower 2.5 (every image every turn) + padded prefill 2.7
-                                 + decode 2.8 + 1.5
+    kv-reuse, batch 1 : 6.7 s = decode 4.9 (1.6 ms a step, mostly generate's and the model's Python)
+                                + per-episode prefill 1.4 (image processor 0.24, vision tower 0.52, tokenizing 0.07,
+                                  LM prefill and the rest 0.55)
+                                + input resizing in the episode 0.2, chat template, op execution 0.2
+    kv-reuse, batch 16: 2.4 s = decode 0.76 (3.0 ms a step for 16 rows; attention over the ~1000-token stitched cache
+                                  ~0.8 ms of it, bound by reading the cache)
+                                + per-episode prefill 1.33 (0.19, 0.50, 0.07, 0.55: the same work as at batch 1)
+                                + the same 0.3
 
-Batching shares only the decoding. What is left per episode (image processing, vision tower, prefill: about 0.1 s
-an episode on one core) does not shrink with the batch, and a 16-row decode step over ~900 cached tokens costs 4.5x a
-1-row step (the cache is copied on every step and the padding mask takes SDPA off its fused kernel), so the ratio
-grows with the tokens per turn and stayed between 2x and 3.4x at 64 here.
+What changed since the first KV-reuse version (same day, quiet machine: 2.4x at batch 16): decode writes new keys
+and values into room reserved in the stitched cache instead of concatenating the whole batch cache every step (a
+16-row step 5.1 -> 3.6 ms under cProfile); the vision tower's patch Conv3d runs as the matrix product it is (7 -> 1 ms an image) with the
+processor's rescale and normalisation folded into its weights (processor 5.7 -> 1.6 ms an image). Batching the image
+processor, the vision tower or the LM prefill across the episodes of a turn was measured slower (pxr/rollout_batch.py).
+
+Batching shares only the decoding. What is left per episode (input resizing, image processing, vision tower, prefill:
+about 35 ms an episode-turn on one core) does not shrink with the batch, and it is now over half of a batch-16 run;
+a 16-row decode step costs about 2x a 1-row step. So the ratio grows with the tokens per turn (3.6x at 128) and with
+a second thread (which speeds the batch's attention and matrix work, not the per-step Python of the batch-1 loop).
 """
 
 from __future__ import annotations

@@ -245,9 +245,9 @@ def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
     encoded = []
     encode = rollout_batch._encode_images
 
-    def counting(processor, images):
+    def counting(processor, images, *args, **kwargs):
         encoded.append([image.size for image in images])
-        return encode(processor, images)
+        return encode(processor, images, *args, **kwargs)
 
     monkeypatch.setattr(rollout_batch, "_encode_images", counting)
     model_ = ZoomFirst(model, processor.tokenizer)
