@@ -31,6 +31,7 @@ import yaml
 from pxr import params as P
 
 OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
+CHECKPOINTS = "checkpoints"  # where the training notebooks keep what they resume from
 
 
 class StageFailed(RuntimeError):
@@ -133,6 +134,7 @@ def run_stage(
     name = output_name or run
     params = stage_params(stem, run, overrides, values=values, output_name=name)
     out = P.repo_root() / "outputs" / stem / name
+    refuse_stale_checkpoints(out, params)
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (out / "metrics.json").unlink(missing_ok=True)  # written afresh by this run's notebook
@@ -165,6 +167,20 @@ def run_stage(
     if error:
         raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
     return StageResult(stem, name, "finished", out, seconds)
+
+
+def refuse_stale_checkpoints(out: Path, params: dict[str, Any]) -> None:
+    """Training notebooks resume from `out/checkpoints`; after a change of parameters those checkpoints belong to
+    another run (another schedule, data or model) and resuming from them would mix the two silently. Nothing is
+    deleted: the user moves them away or runs under another name."""
+    checkpoints = out / CHECKPOINTS
+    previous = read_run(out).get("params_hash")
+    if previous and previous != params_hash(params) and checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise StageFailed(
+            f"{checkpoints} holds the checkpoints of a run with other parameters (params_hash {previous}, now "
+            f"{params_hash(params)}; compare {out / 'params.yaml'}), which this run would resume from. Move or "
+            f"delete that folder to start afresh, or run under another name with --as NAME."
+        )
 
 
 def pipeline_stages(run: str) -> list[str]:

@@ -31,6 +31,17 @@ def test_failing_notebook_leaves_a_partial_log_and_a_failed_record(fake_repo):
     assert read_json(out / "run.json")["state"] == "failed"
 
 
+def test_a_run_whose_parameters_changed_does_not_resume_from_the_old_checkpoints(fake_repo):
+    runs.run_stage("00_first", "toy", progress=False)
+    out = fake_repo / "outputs" / "00_first" / "toy"
+    (out / runs.CHECKPOINTS / "checkpoint-5").mkdir(parents=True)
+    runs.run_stage("00_first", "toy", progress=False)  # same parameters: resuming is what it should do
+    with pytest.raises(StageFailed, match="checkpoints of a run with other parameters"):
+        runs.run_stage("00_first", "toy", ["steps=7"], progress=False)
+    assert (out / runs.CHECKPOINTS / "checkpoint-5").is_dir() and "steps: 5" in (out / "params.yaml").read_text()
+    runs.run_stage("00_first", "toy", ["steps=7"], output_name="toy_7", progress=False)  # under another name: runs
+
+
 def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys):
     first = runs.run_pipeline("smoke")
     assert [(r.stem, r.state) for r in first] == [("00_first", "finished"), ("10_second", "finished")]
