@@ -201,7 +201,9 @@ def test_count_answer_is_the_number_of_objects_of_the_asked_kind(seed):
     w, h = s.image.size
     assert s.cue_box == [min(o.box[0] for o in cued), min(o.box[1] for o in cued),
                          max(o.box[2] for o in cued), max(o.box[3] for o in cued)]  # fmt: skip
-    assert s.cue_box_normalized == pytest.approx([s.cue_box[0] / w, s.cue_box[1] / h, s.cue_box[2] / w, s.cue_box[3] / h])
+    assert s.cue_box_normalized == pytest.approx(
+        [s.cue_box[0] / w, s.cue_box[1] / h, s.cue_box[2] / w, s.cue_box[3] / h]
+    )
     # Small shapes (as small as the read targets), each drawn in its colour with nothing written on it.
     pixels = np.asarray(s.image)
     for o in s.objects:
