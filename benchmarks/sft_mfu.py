@@ -1,6 +1,6 @@
 """SFT step throughput and MFU of a Qwen2.5-VL at the 7B config, random weights, on synthetic multimodal batches.
 
-No download: the 7B config is written out below (the sizes of Qwen/Qwen2.5-VL-7B-Instruct's config.json) and the
+No download: the 7B config is pxr.models' `7b` size (the sizes of Qwen/Qwen2.5-VL-7B-Instruct's config.json) and the
 model is built with random weights in bf16. Each step is what pxr's SFT does per micro-batch: a forward of image
 patches through the vision tower and of the sequence through the language model, the loss on the text tokens,
 backward, and an AdamW step; the vision tower is frozen by default (as in the paper). The weights are bf16 and
@@ -27,15 +27,15 @@ import time
 
 import torch
 
-# Qwen2.5-VL-7B-Instruct's sizes (its config.json), written out so nothing is downloaded.
+from pxr.models import MODEL_SIZES
+
+QWEN_7B = MODEL_SIZES["7b"]  # Qwen2.5-VL-7B-Instruct's sizes (its config.json): nothing is downloaded
 SIZES = {
     "7b": {
-        "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                     num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000, rms_norm_eps=1e-6,
-                     tie_word_embeddings=False, mrope_section=[16, 24, 24]),
-        "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                       fullatt_block_indexes=[7, 15, 23, 31]),
-        "tokens": dict(vision_start=151652, vision_end=151653, image=151655, video=151656),
+        "text": {**QWEN_7B["text"], "vocab_size": QWEN_7B["embedding_rows"], "max_position_embeddings": 128000,
+                 "tie_word_embeddings": QWEN_7B["tie_word_embeddings"]},
+        "vision": {**QWEN_7B["vision"], "out_hidden_size": QWEN_7B["text"]["hidden_size"]},
+        "tokens": dict(vision_start=151652, vision_end=151653, image=151655, video=151656),  # Qwen's token ids
     },
     "tiny": {  # pxr.models' tiny model: the same code path in seconds on a CPU
         "text": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

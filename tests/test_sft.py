@@ -164,13 +164,20 @@ def test_training_steps_change_the_language_model_only_and_lower_the_loss(tiny, 
     assert loss_after < loss_before - 0.1, (loss_before, loss_after)
 
 
-def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path):
+def two_example_run(trajectories, tmp_path, *, learning_rate):
+    """Two examples at batch 1 with a checkpoint every 2 steps: the setting of the resume tests."""
     root, records = trajectories
     examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
     out = tmp_path / "out"
     settings = dict(
-        output_dir=out, learning_rate=1e-4, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=2, seed=0
-    )
+        output_dir=out, learning_rate=learning_rate, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=2,
+        seed=0,
+    )  # fmt: skip
+    return examples, out, settings
+
+
+def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path):
+    examples, out, settings = two_example_run(trajectories, tmp_path, learning_rate=1e-4)
     model, processor = load(tiny)
     first = sft.train(sft.make_trainer(model, processor, examples, max_steps=2, **settings))
     assert first.global_step == 2 and (out / "checkpoint-2").is_dir()
@@ -245,12 +252,7 @@ def test_a_finished_run_is_not_trained_again(tiny, trajectories, tmp_path):
 
 
 def test_lora_training_resumes_with_its_adapter(tiny, trajectories, tmp_path):
-    root, records = trajectories
-    examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
-    out = tmp_path / "out"
-    settings = dict(
-        output_dir=out, learning_rate=1e-2, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=2, seed=0
-    )
+    examples, out, settings = two_example_run(trajectories, tmp_path, learning_rate=1e-2)
     model, processor = load(tiny)
     trainer = sft.make_trainer(model, processor, examples, max_steps=2, lora=models.lora_config(rank=4), **settings)
     sft.train(trainer)
