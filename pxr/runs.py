@@ -163,6 +163,7 @@ def run_stage(
     if not (out / "metrics.json").exists():
         write_metrics(out, {})
     record.update(state="failed" if error else "finished", ended=_now(), seconds=round(seconds, 1), error=error)
+    record["artifacts"] = produced(out)
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if error:
         raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
@@ -204,14 +205,24 @@ def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> 
     return results
 
 
+def produced(out: Path) -> list[str]:
+    """What a run left in its folder besides the record files and checkpoints: the data, model or pictures that
+    later stages read. Most are git-ignored, so a fresh clone has the record of a run but not these."""
+    return sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_FILES and p.name != CHECKPOINTS)
+
+
 def finished_before(stem: str, run: str, overrides=(), *, values=None, output_name=None) -> StageResult | None:
-    """A "skipped" result when outputs/<stem>/<output_name or run>/ finished with these very parameters."""
+    """A "skipped" result when outputs/<stem>/<output_name or run>/ finished with these very parameters and what
+    it produced is still there (a fresh clone holds the committed records of reference runs, not their data or
+    models: those runs are redone)."""
     out = P.repo_root() / "outputs" / stem / (output_name or run)
     previous = read_run(out)
     params = stage_params(stem, run, overrides, values=values, output_name=output_name)
-    if previous.get("state") == "finished" and previous.get("params_hash") == params_hash(params):
-        return StageResult(stem, output_name or run, "skipped", out, previous.get("seconds", 0.0))
-    return None
+    if previous.get("state") != "finished" or previous.get("params_hash") != params_hash(params):
+        return None
+    if "artifacts" not in previous or any(not (out / name).exists() for name in previous["artifacts"]):
+        return None  # a record without its outputs (or from before runs listed them) cannot feed later stages
+    return StageResult(stem, output_name or run, "skipped", out, previous.get("seconds", 0.0))
 
 
 def stage_params(stem: str, run: str, overrides=(), *, values=None, output_name=None) -> dict[str, Any]:

@@ -53,6 +53,18 @@ def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys
     assert [r.stem for r in runs.run_pipeline("toy")] == ["00_first"]  # only stages with a toy.yaml
 
 
+def test_pipeline_redoes_a_finished_stage_whose_outputs_are_gone(fake_repo):
+    """A fresh clone has the committed record (run.json says finished) but not the git-ignored data or model."""
+    runs.run_pipeline("smoke")
+    out = fake_repo / "outputs" / "00_first" / "smoke"
+    (out / "data").mkdir()
+    runs.run_stage("00_first", "smoke", progress=False)  # this run produced data/
+    assert read_json(out / "run.json")["artifacts"] == ["data"]
+    assert [r.state for r in runs.run_pipeline("smoke")] == ["skipped", "skipped"]
+    (out / "data").rmdir()  # as in a fresh clone
+    assert [r.state for r in runs.run_pipeline("smoke")] == ["finished", "skipped"]
+
+
 def test_runs_listing_and_cli(fake_repo, capsys):
     assert cli.main(["run", "00", "smoke", "-p", "steps=4"]) == 0
     assert cli.main(["runs"]) == 0
