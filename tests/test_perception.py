@@ -1,0 +1,85 @@
+"""pxr.perception: the toy line's base-stage items (crops as zoom_in cuts them, boxes, disjoint seeds), their SFT
+examples and loss mask, and the held-out scoring."""
+
+import random
+
+import pytest
+
+from pxr import models, perception, scenes, sft
+from pxr.config import TILE, EpisodeConfig
+
+TOY_EPISODE = EpisodeConfig(zoom_padding=0.01, crop_min_pixels=64 * TILE)
+SMALL = perception.PerceptionConfig(n_read=3, n_count=2, n_coarse=2, n_ground=2)
+
+
+def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
+    rng = random.Random(0)
+    cue = [0.40, 0.30, 0.42, 0.33]
+    for _ in range(200):
+        box = perception.jittered_box(cue, rng, 2.5, decimals=4)
+        assert 0.0 <= box[0] <= cue[0] + 1e-4 and box[2] >= cue[2] - 1e-4 and box[2] <= 1.0
+        assert 0.0 <= box[1] <= cue[1] + 1e-4 and box[3] >= cue[3] - 1e-4 and box[3] <= 1.0
+        assert box[2] - box[0] <= 2.5 * (cue[2] - cue[0]) + 1e-4
+    edge = perception.jittered_box([0.0, 0.9, 0.02, 1.0], rng, 3.0, decimals=4)
+    assert edge[0] == 0.0 and edge[3] == 1.0
+
+
+def test_a_read_crop_is_what_zoom_in_shows_and_is_enlarged_to_the_crop_budget():
+    item = perception.make_item("read", 0, 100, SMALL, TOY_EPISODE)
+    scene = scenes.make_scene("read", scenes.suite_seed(100, 0), width=1536, height=1024, target_size=28)
+    assert item.answer == scene.answer and item.question == scene.question
+    width, height = item.image.size
+    assert width * height >= TOY_EPISODE.crop_min_pixels and width % 28 == 0 and height % 28 == 0
+    # with the paper's padding the same crop is several times wider: the digit is a small part of it
+    paper = perception.make_item("read", 0, 100, SMALL, EpisodeConfig())
+    assert paper.image.size[0] > width
+
+
+def test_ground_items_answer_with_the_targets_box_and_coarse_items_show_the_whole_image():
+    ground = perception.make_item("ground", 1, 100, SMALL, TOY_EPISODE)
+    box = perception.parse_box(ground.answer)
+    assert box is not None and perception.iou(box, ground.cue_box) > 0.5
+    assert "Where is the" in ground.question and ground.response() == f"\\boxed{{{ground.answer}}}"
+    coarse = perception.make_item("coarse", 0, 100, SMALL, TOY_EPISODE)
+    assert (
+        coarse.image.size
+        == perception.query_view(
+            scenes.make_scene("coarse", scenes.suite_seed(100, 0), width=1536, height=1024).image, TOY_EPISODE
+        ).size
+    )
+
+
+def test_held_out_items_come_from_another_suite_than_training():
+    train = perception.make_items(SMALL, TOY_EPISODE, progress=False)
+    held = perception.make_items(SMALL, TOY_EPISODE, held_out=True, n=2, progress=False)
+    assert {i.task for i in train} == set(perception.TASKS)
+    assert all(f"-{SMALL.perception_seed}-" in i.id for i in train)
+    assert all(f"-{SMALL.perception_seed + 1}-" in i.id for i in held)
+    parallel = perception.make_items(SMALL, TOY_EPISODE, workers=2, progress=False)
+    assert [i.id for i in parallel] == [i.id for i in train] and parallel[0].answer == train[0].answer
+    with pytest.raises(ValueError, match="crop_scale_max"):
+        perception.PerceptionConfig(crop_scale_max=0.5)
+
+
+def test_the_sft_example_trains_only_the_answer(tmp_path):
+    processor = models.load_processor(models.build_tiny_model(tmp_path / "tiny"))
+    models.set_pixel_limits(processor, TOY_EPISODE)
+    item = perception.make_item("read", 2, 100, SMALL, TOY_EPISODE)
+    tokens = sft.tokenize_example(processor, perception.sft_example(item))
+    learned = processor.tokenizer.decode(tokens["input_ids"][tokens["labels"] != sft.IGNORE_INDEX])
+    assert learned.startswith(item.response()) and "<tool_call>" not in processor.tokenizer.decode(tokens["input_ids"])
+    assert int(tokens["image_grid_thw"].prod()) // 4 == (item.image.size[0] // 28) * (item.image.size[1] // 28)
+
+
+def test_scoring_counts_exact_answers_boxes_and_unanswered_items():
+    items = [
+        perception.PerceptionItem("a", "read", "q", "7", None),
+        perception.PerceptionItem("b", "read", "q", "3", None),
+        perception.PerceptionItem("c", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
+        perception.PerceptionItem("d", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
+    ]
+    scores = perception.score(items, ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]"])
+    assert scores["read_accuracy"] == 0.5 and scores["read_answered"] == 0.5
+    assert scores["ground_iou"] == pytest.approx(0.5) and scores["ground_hits_centre"] == 0.5
+    assert perception.chance(items) == {"read_majority": 0.5}
+    assert perception.parse_box("[0.3, 0.1, 0.2, 0.4]") is None and perception.parse_box(None) is None
