@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy test-unit test-notebooks lint strip install clean-smoke
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -17,6 +17,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 	$(BIN)/pxr pipeline smoke --force
 	@echo; $(BIN)/pxr runs --run smoke
+
+# The toy reproduction (SPEC §6): the main line (`pxr pipeline toy`: data, perception base, SFT, RL, evaluation,
+# demo; under an hour on 2 CPU cores), then its controls and ablations, each a pipeline of the stages that have its
+# params file, then the ablation tables. Finished runs with unchanged params and outputs are skipped.
+TOY_RUNS := toy_text toy_blank toy_rl toy_no_curiosity toy_no_self_correction toy_seed1
+toy: $(STAMP)
+	$(BIN)/pxr pipeline toy
+	set -e; for run in $(TOY_RUNS); do $(BIN)/pxr pipeline $$run; done
+	$(BIN)/pxr run 50_ablations toy
+	@echo; $(BIN)/pxr runs
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
