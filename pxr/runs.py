@@ -242,6 +242,7 @@ def stage_params(stem: str, run: str, overrides=(), *, values=None, output_name=
 HEADLINE_KEYS = {
     "00_visual_ops_tour": ("zoom_magnification",),
     "10_synthesize_data": ("sft_trajectories", "rl_queries", "failed_items"),
+    "15_perception_base": ("heldout_read_accuracy", "heldout_read_majority", "heldout_ground_iou"),
     "20_train_sft": ("eval_accuracy", "eval_rapr", "final_loss"),
     "30_train_rl": ("eval_accuracy", "eval_rapr", "final_accuracy", "final_rapr"),
     "40_evaluate": ("accuracy", "rapr"),
@@ -255,6 +256,8 @@ HEADLINE_SHORT = {
     "eval_rapr": "rapr",
     "final_rapr": "train_rapr",
     "sft_trajectories": "trajectories",
+    "heldout_read_accuracy": "read_acc",
+    "heldout_read_majority": "read_majority",
 }
 
 
