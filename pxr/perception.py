@@ -17,6 +17,7 @@ Tests: tests/test_perception.py.
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -92,7 +93,12 @@ def jittered_box(cue: list[float], rng: random.Random, scale_max: float, decimal
         start = rng.uniform(max(0.0, hi - side), min(lo, 1.0 - side))
         box.append((start, start + side))
     (bx1, bx2), (by1, by2) = box
-    return [round(v, decimals) for v in (bx1, by1, bx2, by2)]
+    # Rounded outwards, so the written box still contains the cue (a box rounded inwards can cut the digit, or fall
+    # under zoom_in's minimum crop when there is no padding).
+    scale = 10**decimals
+    lower = [max(0.0, math.floor(v * scale + 1e-9) / scale) for v in (bx1, by1)]
+    upper = [min(1.0, math.ceil(v * scale - 1e-9) / scale) for v in (bx2, by2)]
+    return [lower[0], lower[1], upper[0], upper[1]]
 
 
 def zoom_view(image: Image.Image, box: list[float], episode_config: EpisodeConfig) -> Image.Image:

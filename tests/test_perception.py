@@ -20,6 +20,9 @@ def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
         assert 0.0 <= box[0] <= cue[0] + 1e-4 and box[2] >= cue[2] - 1e-4 and box[2] <= 1.0
         assert 0.0 <= box[1] <= cue[1] + 1e-4 and box[3] >= cue[3] - 1e-4 and box[3] <= 1.0
         assert box[2] - box[0] <= 2.5 * (cue[2] - cue[0]) + 1e-4
+    for _ in range(200):  # written with 2 decimals, as the trajectories write boxes: rounded outwards
+        box = perception.jittered_box(cue, rng, 1.2, decimals=2)
+        assert box[0] <= cue[0] and box[1] <= cue[1] and box[2] >= cue[2] and box[3] >= cue[3]
     edge = perception.jittered_box([0.0, 0.9, 0.02, 1.0], rng, 3.0, decimals=4)
     assert edge[0] == 0.0 and edge[3] == 1.0
 
