@@ -314,8 +314,8 @@ _ANSWER_IS_RE = re.compile(
 _LETTER_RE = re.compile(r"^\(?\s*([A-Z])\s*(?:\)|\.|:|\s|$)")
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last complete `\\boxed{...}` in text (nested braces handled), or None."""
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """[start, end) character span of the content of the last complete `\\boxed{...}` in text, or None."""
     found = None
     for match in _BOXED_RE.finditer(text):
         depth, start = 1, match.end()
@@ -325,9 +325,15 @@ def last_boxed(text: str) -> str | None:
             elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
-                    found = text[start:i]
+                    found = (start, i)
                     break
-    return found.strip() if found is not None else None
+    return found
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete `\\boxed{...}` in text (nested braces handled), or None."""
+    span = last_boxed_span(text)
+    return text[span[0] : span[1]].strip() if span is not None else None
 
 
 def extract_answer(text: str, options: list[str] | None = None) -> str | None:

@@ -116,6 +116,24 @@ def assistant_spans(input_ids: list[int], tokenizer) -> list[tuple[int, int]]:
     return spans
 
 
+def answer_mask(input_ids: list[int], spans: list[tuple[int, int]], tokenizer) -> torch.Tensor:
+    """True on the tokens of the final answer (the content of the last `\\boxed{...}`) of each span in `spans`.
+    Tokens are matched to characters by decoding them one by one, so a token that straddles the brace (BPE may
+    merge `{` into a word) counts as answer too."""
+    mask = torch.zeros(len(input_ids), dtype=torch.bool)
+    for start, end in spans:
+        pieces = [tokenizer.decode([token]) for token in input_ids[start:end]]
+        found = protocol.last_boxed_span("".join(pieces))
+        if found is None:
+            continue
+        offset = 0
+        for index, piece in enumerate(pieces):
+            if offset < found[1] and offset + len(piece) > found[0]:
+                mask[start + index] = True
+            offset += len(piece)
+    return mask
+
+
 def tokenize_example(processor, example: dict, max_length: int | None = None) -> dict:
     """Tensors for one example: input_ids, attention_mask, labels (-100 outside trainable assistant turns),
     pixel_values, image_grid_thw. Raises ValueError when longer than `max_length` (truncating would cut image
@@ -136,10 +154,15 @@ def tokenize_example(processor, example: dict, max_length: int | None = None) ->
             f"expected {len(example['trainable'])}"
         )
     labels = torch.full_like(input_ids, IGNORE_INDEX)
-    for (start, end), trainable in zip(spans, example["trainable"], strict=True):
-        if trainable:
-            labels[start:end] = input_ids[start:end]
-    result = {"input_ids": input_ids, "attention_mask": encoded["attention_mask"][0], "labels": labels}
+    trained = [span for span, trainable in zip(spans, example["trainable"], strict=True) if trainable]
+    for start, end in trained:
+        labels[start:end] = input_ids[start:end]
+    result = {
+        "input_ids": input_ids,
+        "attention_mask": encoded["attention_mask"][0],
+        "labels": labels,
+        "answer_mask": answer_mask(input_ids.tolist(), trained, processor.tokenizer),
+    }
     # The processor marks image tokens in mm_token_type_ids and the model reads them to place the images' 3-D
     # (M-RoPE) positions; rollouts pass them, so training must too, or the model learns other positions than it
     # is run with (found when a toy model trained to loss 0.3 generated nonsense).
@@ -171,6 +194,8 @@ class SFTCollator:
             "attention_mask": padded("attention_mask", 0),
             "labels": padded("labels", IGNORE_INDEX),
         }
+        if all("answer_mask" in e for e in examples):
+            batch["answer_mask"] = padded("answer_mask", False)
         if all("mm_token_type_ids" in e for e in examples):
             batch["mm_token_type_ids"] = padded("mm_token_type_ids", 0)
         with_images = [e for e in examples if "pixel_values" in e]
@@ -214,9 +239,31 @@ def _checkpoint_trainer_class():
     from pxr.checkpoints import FromPretrainedResume
 
     class CheckpointTrainer(FromPretrainedResume, Trainer):
-        """Trainer that resumes Qwen2.5-VL checkpoints correctly (see `pxr.checkpoints`)."""
+        """Trainer that resumes Qwen2.5-VL checkpoints correctly (see `pxr.checkpoints`) and adds
+        `answer_loss_weight` x the mean cross-entropy of the answer tokens to the model's loss."""
+
+        answer_loss_weight = 0.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mask = inputs.pop("answer_mask", None)  # ours, not the model's: it must not reach forward()
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+            if self.answer_loss_weight and mask is not None and mask[:, 1:].any():
+                extra = answer_loss(outputs.logits, inputs["labels"], mask)
+                if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                    # The model's loss is already divided over the whole accumulated batch; this one is per batch.
+                    extra = extra / self.current_gradient_accumulation_steps
+                loss = loss + self.answer_loss_weight * extra
+            return (loss, outputs) if return_outputs else loss
 
     return CheckpointTrainer
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions where `mask` is True (shifted as the model's loss is)."""
+    keep = mask[:, 1:] & (labels[:, 1:] != IGNORE_INDEX)
+    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep])
 
 
 def training_arguments(
@@ -272,6 +319,7 @@ def make_trainer(
     lora=None,
     freeze_vision: bool = True,
     max_length: int | None = None,
+    answer_loss_weight: float = 0.0,
     **settings,
 ):
     """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
@@ -281,7 +329,14 @@ def make_trainer(
     multimodal data and skips images in `tool` turns (stack-notes §3), and its assistant mask trains wrong-op
     turns; our examples come tokenized with our mask, so `remove_unused_columns=False` keeps every key.
     `max_steps` > 0 overrides `num_train_epochs`. `lora`: a peft LoraConfig (see `pxr.models.lora_config`).
+
+    `answer_loss_weight` > 0 adds that many times the mean loss of the final-answer tokens (inside `\\boxed{}`) to
+    the mean over all trained tokens (0: plain SFT, the paper's). A from-scratch model needs it to learn to read
+    (outputs/LOG.md, 2026-11-25): in the plain mean the one answer token among the turn's trivially learned format
+    tokens left a small model at chance on a large plain digit after 600 steps, and weight 1 taught it in 300.
     """
+    if answer_loss_weight < 0:
+        raise ValueError(f"answer_loss_weight must be >= 0, got {answer_loss_weight}")
     if (args is None) == (not settings):
         raise TypeError("make_trainer takes either args or training_arguments' settings (output_dir, ...)")
     args = args if args is not None else training_arguments(**settings)
@@ -294,13 +349,15 @@ def make_trainer(
     if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     model.train()
-    return _checkpoint_trainer_class()(
+    trainer = _checkpoint_trainer_class()(
         model=model,
         args=args,
         train_dataset=SFTDataset(processor, examples, max_length),
         data_collator=SFTCollator(processor),
         processing_class=processor,
     )
+    trainer.answer_loss_weight = answer_loss_weight
+    return trainer
 
 
 def train(trainer):

@@ -28,6 +28,7 @@ def sft_job(
     *,
     lora_rank: int = 0,
     freeze_vision: bool = True,
+    answer_loss_weight: float = 0.0,
     **settings,
 ) -> dict:
     """The job: model, data, episode budgets, where checkpoints (`output_dir/checkpoints`) and the final model
@@ -41,6 +42,7 @@ def sft_job(
         "episode_config": asdict(episode_config),
         "lora_rank": lora_rank,
         "freeze_vision": freeze_vision,
+        "answer_loss_weight": answer_loss_weight,
         "training": settings,
     }
 
@@ -89,6 +91,7 @@ def run(job: dict) -> dict:
         args=args,
         lora=models.lora_config(rank=job["lora_rank"]) if job["lora_rank"] else None,
         freeze_vision=job["freeze_vision"],
+        answer_loss_weight=job.get("answer_loss_weight", 0.0),
     )
     if launch.is_main_process():
         print(f"[pxr.sft_job] {len(examples)} trajectories ({report}), {args.world_size} processes", flush=True)

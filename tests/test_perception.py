@@ -72,6 +72,10 @@ def test_the_sft_example_trains_only_the_answer(tmp_path):
     learned = processor.tokenizer.decode(tokens["input_ids"][tokens["labels"] != sft.IGNORE_INDEX])
     assert learned.startswith(item.response()) and "<tool_call>" not in processor.tokenizer.decode(tokens["input_ids"])
     assert int(tokens["image_grid_thw"].prod()) // 4 == (item.image.size[0] // 28) * (item.image.size[1] // 28)
+    assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]) == item.answer
+    ground = perception.make_item("ground", 0, 100, SMALL, TOY_EPISODE)
+    tokens = sft.tokenize_example(processor, perception.sft_example(ground))
+    assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]).strip() == ground.answer
 
 
 def test_scoring_counts_exact_answers_boxes_and_unanswered_items():

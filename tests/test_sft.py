@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import TrainerCallback
 
-from pxr import checkpoints, data, models, sft, synth, synth_run
+from pxr import checkpoints, data, models, protocol, sft, synth, synth_run
 from pxr.config import EpisodeConfig
 from pxr.teacher import TemplateTeacher
 
@@ -81,6 +81,42 @@ def test_labels_are_exactly_the_trainable_assistant_turns(tiny, trajectories):
     assert all(call.text[call.text.index("<tool_call>") :] in untrained for call in wrong)
 
 
+def test_answer_mask_is_the_boxed_answer_of_trained_turns_only(tiny, trajectories):
+    root, records = trajectories
+    _, processor = load(tiny)
+    decode = processor.tokenizer.decode
+    for record in records:
+        example = sft.sft_example(record, root, EPISODE)
+        tokens = sft.tokenize_example(processor, example)
+        mask = tokens["answer_mask"]
+        assert not (mask & (tokens["labels"] == sft.IGNORE_INDEX)).any()
+        assert decode(tokens["input_ids"][mask]).strip() == protocol.last_boxed(record.turns[-1].text)
+    # A turn that is not trained contributes no answer tokens, even when it has a boxed answer.
+    example["trainable"] = [False] * len(example["trainable"])
+    assert not sft.tokenize_example(processor, example)["answer_mask"].any()
+
+
+def test_answer_loss_weight_adds_the_answer_tokens_loss(tiny, trajectories, tmp_path):
+    root, records = trajectories
+    model, processor = load(tiny)
+    examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
+    batch = sft.SFTCollator(processor)([sft.tokenize_example(processor, e) for e in examples])
+    plain = sft.make_trainer(model, processor, examples, output_dir=tmp_path / "a", learning_rate=1e-3, max_steps=1)
+    weighted = sft.make_trainer(
+        model, processor, examples, output_dir=tmp_path / "b", learning_rate=1e-3, max_steps=1, answer_loss_weight=2.0
+    )
+    model.eval()
+    with torch.no_grad():
+        base = plain.compute_loss(model, dict(batch)).item()
+        total, outputs = weighted.compute_loss(model, dict(batch), return_outputs=True)
+        answer = sft.answer_loss(outputs.logits, batch["labels"], batch["answer_mask"]).item()
+    assert answer > 0 and total.item() == pytest.approx(base + 2.0 * answer, rel=1e-5)
+    with pytest.raises(ValueError, match="answer_loss_weight"):
+        sft.make_trainer(
+            model, processor, examples, output_dir=tmp_path / "c", learning_rate=1e-3, answer_loss_weight=-1
+        )
+
+
 def test_replay_gives_the_recorded_images(trajectories):
     root, records = trajectories
     assert any(r.is_video for r in records) and any(r.variant in ("wrong_crop", "two_wrong") for r in records)
@@ -130,7 +166,7 @@ def test_collator_pads_right_and_keeps_image_order(tiny, trajectories):
 def batch_loss(model, batch):
     model.eval()
     with torch.no_grad():
-        return model(**batch).loss.item()
+        return model(**{k: v for k, v in batch.items() if k != "answer_mask"}).loss.item()
 
 
 def test_training_steps_change_the_language_model_only_and_lower_the_loss(tiny, trajectories, tmp_path):
