@@ -21,7 +21,7 @@ test: $(STAMP)
 # The toy reproduction (SPEC §6): the main line (`pxr pipeline toy`: data, perception base, SFT, RL, evaluation,
 # demo; under an hour on 2 CPU cores), then its controls and ablations, each a pipeline of the stages that have its
 # params file, then the ablation tables. Finished runs with unchanged params and outputs are skipped.
-TOY_RUNS := toy_text toy_blank toy_rl toy_no_curiosity toy_no_self_correction toy_seed1
+TOY_RUNS := toy_text toy_blank toy_rl toy_no_curiosity toy_no_correction toy_seed1 toy_rl_seed1 toy_no_curiosity_seed1
 toy: $(STAMP)
 	$(BIN)/pxr pipeline toy
 	set -e; for run in $(TOY_RUNS); do $(BIN)/pxr pipeline $$run; done

@@ -33,7 +33,7 @@ HOW_TO_FILL = {
     SFT_ONLY: "pxr run 20_train_sft toy",
     RL_NO_CURIOSITY: "pxr run 30_train_rl toy_no_curiosity",
     RL: "pxr run 30_train_rl toy",
-    RL_NO_SELF_CORRECTION: "pxr pipeline toy_no_self_correction",
+    RL_NO_SELF_CORRECTION: "pxr pipeline toy_no_correction",
     CONTROLS: "pxr run 40_evaluate toy_text (and toy_blank)",
     OTHER_MODELS: "pxr run 40_evaluate paper (a released checkpoint, on a GPU machine)",
 }

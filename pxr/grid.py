@@ -4,7 +4,7 @@
     labels: {curiosity_coef: alpha}        # optional short axis names for the point names
     axes:                                  # parameter -> values; the points are every combination
       curiosity_coef: [0.0, 0.5]
-      sft_dir: {sc: outputs/20_train_sft/toy, nosc: outputs/20_train_sft/toy_no_self_correction}
+      sft_dir: {sc: outputs/20_train_sft/toy, nosc: outputs/20_train_sft/toy_no_correction}
     name: "{extends}_a{curiosity_coef}"    # optional template; fields are the axes' labels of the values
     runs:                                  # optional extra points, name -> overrides
       toy_penalty_only: {curiosity_coef: 0.0}

@@ -34,7 +34,7 @@ def outputs(tmp_path):
         {"sft_trajectories": 1400, "self_correction_share": 0.436},
         {"share_single": 0.3},
     )
-    make_run(root, "10_synthesize_data", "toy_no_self_correction", {"self_correction_share": 0.0})
+    make_run(root, "10_synthesize_data", "toy_no_correction", {"self_correction_share": 0.0})
     make_run(
         root,
         "20_train_sft",
@@ -45,9 +45,9 @@ def outputs(tmp_path):
     make_run(
         root,
         "20_train_sft",
-        "toy_no_self_correction",
+        "toy_no_correction",
         {"eval_accuracy": 0.1, "eval_rapr": 0.2},
-        {"synth_dir": "outputs/10_synthesize_data/toy_no_self_correction"},
+        {"synth_dir": "outputs/10_synthesize_data/toy_no_correction"},
     )
     rl = {
         "sft_dir": "outputs/20_train_sft/toy",
@@ -78,7 +78,7 @@ def outputs(tmp_path):
         "30_train_rl",
         "toy_no_selfcorr",
         {"eval_accuracy": 0.22},
-        {**rl, "sft_dir": "outputs/20_train_sft/toy_no_self_correction"},
+        {**rl, "sft_dir": "outputs/20_train_sft/toy_no_correction"},
     )
     make_run(root, "30_train_rl", "toy_text", {"eval_accuracy": 0.12}, {**rl, "prompt": "text"})
     make_run(root, "30_train_rl", "crashed", {}, rl, state="failed")
@@ -108,9 +108,9 @@ def test_runs_are_classified_into_table_rows(outputs):
     rows = {(r.stage, r.run): r.row for r in runs}
     assert rows == {
         ("10_synthesize_data", "toy"): "",
-        ("10_synthesize_data", "toy_no_self_correction"): "",
+        ("10_synthesize_data", "toy_no_correction"): "",
         ("20_train_sft", "toy"): A.SFT_ONLY,
-        ("20_train_sft", "toy_no_self_correction"): A.SFT_ONLY,
+        ("20_train_sft", "toy_no_correction"): A.SFT_ONLY,
         ("30_train_rl", "toy"): A.RL,
         ("30_train_rl", "toy_no_curiosity"): A.RL_NO_CURIOSITY,
         ("30_train_rl", "toy_no_selfcorr"): A.RL_NO_SELF_CORRECTION,
@@ -139,7 +139,7 @@ def test_table_rows_are_flat_in_table_order_with_figures_from_any_stage(outputs)
     rows = A.table_rows(runs)
     assert [(r["row"], r["stage"][:2], r["run"]) for r in rows] == [
         (A.SFT_ONLY, "20", "toy"),
-        (A.SFT_ONLY, "20", "toy_no_self_correction"),
+        (A.SFT_ONLY, "20", "toy_no_correction"),
         (A.SFT_ONLY, "40", "toy"),
         (A.RL_NO_CURIOSITY, "30", "toy_no_curiosity"),
         (A.RL, "30", "toy"),

@@ -88,7 +88,7 @@ def test_committed_grids_expand_and_fit_the_rl_notebook():
     self_correction = grid.load_grid(*grid.resolve_grid("30_train_rl", "grid_self_correction"))
     assert [p.name for p in self_correction] == ["toy_selfcorr", "toy_no_selfcorr"]
     merged = runs.stage_params("30_train_rl", "toy", values=self_correction[1].values, output_name="toy_no_selfcorr")
-    assert merged["sft_dir"] == "outputs/20_train_sft/toy_no_self_correction"
+    assert merged["sft_dir"] == "outputs/20_train_sft/toy_no_correction"
     assert merged["output_dir"] == "outputs/30_train_rl/toy_no_selfcorr"
     assert merged["max_steps"] == runs.stage_params("30_train_rl", "toy")["max_steps"]  # the base run's values
 
