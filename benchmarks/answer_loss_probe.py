@@ -64,7 +64,10 @@ def train_arm(model_dir, weight: float, args, font) -> list[tuple[int, float]]:
     torch.manual_seed(0)
     episode = EpisodeConfig(crop_min_pixels=28 * 28, crop_max_pixels=args.side * args.side)
     model, processor = models.load_model(model_dir, device="cpu", dtype="float32", episode_config=episode)
-    tokenize, collate = (lambda e: sft.tokenize_example(processor, e)), sft.SFTCollator(processor)
+    tokenize, collate = (
+        (lambda e: sft.tokenize_example(processor, e, with_answer_mask=True)),
+        sft.SFTCollator(processor),
+    )
     digit_ids = torch.tensor([processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
     held = [tokenize(digit_example(10**9 + k, font, args.side)) for k in range(args.held_out)]
     held_batches = [collate(held[k : k + 16]) for k in range(0, len(held), 16)]

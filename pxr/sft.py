@@ -116,7 +116,7 @@ def assistant_spans(input_ids: list[int], tokenizer) -> list[tuple[int, int]]:
     return spans
 
 
-def answer_mask(input_ids: list[int], spans: list[tuple[int, int]], tokenizer) -> torch.Tensor:
+def answer_token_mask(input_ids: list[int], spans: list[tuple[int, int]], tokenizer) -> torch.Tensor:
     """True on the tokens of the final answer (the content of the last `\\boxed{...}`) of each span in `spans`.
     Tokens are matched to characters by decoding them one by one, so a token that straddles the brace (BPE may
     merge `{` into a word) counts as answer too."""
@@ -134,9 +134,10 @@ def answer_mask(input_ids: list[int], spans: list[tuple[int, int]], tokenizer) -
     return mask
 
 
-def tokenize_example(processor, example: dict, max_length: int | None = None) -> dict:
+def tokenize_example(processor, example: dict, max_length: int | None = None, with_answer_mask: bool = False) -> dict:
     """Tensors for one example: input_ids, attention_mask, labels (-100 outside trainable assistant turns),
-    pixel_values, image_grid_thw. Raises ValueError when longer than `max_length` (truncating would cut image
+    pixel_values, image_grid_thw; with `with_answer_mask`, also answer_mask (`answer_token_mask` of the trained
+    turns, for `answer_loss_weight`). Raises ValueError when longer than `max_length` (truncating would cut image
     tokens apart from their pixels)."""
     text = processor.apply_chat_template(example["messages"], tokenize=False)
     images = example["images"] or None
@@ -157,12 +158,9 @@ def tokenize_example(processor, example: dict, max_length: int | None = None) ->
     trained = [span for span, trainable in zip(spans, example["trainable"], strict=True) if trainable]
     for start, end in trained:
         labels[start:end] = input_ids[start:end]
-    result = {
-        "input_ids": input_ids,
-        "attention_mask": encoded["attention_mask"][0],
-        "labels": labels,
-        "answer_mask": answer_mask(input_ids.tolist(), trained, processor.tokenizer),
-    }
+    result = {"input_ids": input_ids, "attention_mask": encoded["attention_mask"][0], "labels": labels}
+    if with_answer_mask:
+        result["answer_mask"] = answer_token_mask(input_ids.tolist(), trained, processor.tokenizer)
     # The processor marks image tokens in mm_token_type_ids and the model reads them to place the images' 3-D
     # (M-RoPE) positions; rollouts pass them, so training must too, or the model learns other positions than it
     # is run with (found when a toy model trained to loss 0.3 generated nonsense).
@@ -209,15 +207,18 @@ class SFTDataset(torch.utils.data.Dataset):
     """Examples tokenized when read, so a large set does not hold every image's patches in memory at once.
     Already tokenized examples (with `input_ids`) pass through."""
 
-    def __init__(self, processor, examples: list[dict], max_length: int | None = None):
+    def __init__(self, processor, examples: list[dict], max_length: int | None = None, with_answer_mask: bool = False):
         self.processor, self.examples, self.max_length = processor, list(examples), max_length
+        self.with_answer_mask = with_answer_mask
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
-        return example if "input_ids" in example else tokenize_example(self.processor, example, self.max_length)
+        if "input_ids" in example:
+            return example
+        return tokenize_example(self.processor, example, self.max_length, self.with_answer_mask)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -337,6 +338,8 @@ def make_trainer(
     """
     if answer_loss_weight < 0:
         raise ValueError(f"answer_loss_weight must be >= 0, got {answer_loss_weight}")
+    if answer_loss_weight and any("input_ids" in e and "answer_mask" not in e for e in examples):
+        raise ValueError("answer_loss_weight needs answer masks: tokenize examples with with_answer_mask=True")
     if (args is None) == (not settings):
         raise TypeError("make_trainer takes either args or training_arguments' settings (output_dir, ...)")
     args = args if args is not None else training_arguments(**settings)
@@ -352,7 +355,7 @@ def make_trainer(
     trainer = _checkpoint_trainer_class()(
         model=model,
         args=args,
-        train_dataset=SFTDataset(processor, examples, max_length),
+        train_dataset=SFTDataset(processor, examples, max_length, with_answer_mask=answer_loss_weight > 0),
         data_collator=SFTCollator(processor),
         processing_class=processor,
     )

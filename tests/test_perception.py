@@ -68,13 +68,13 @@ def test_the_sft_example_trains_only_the_answer(tmp_path):
     processor = models.load_processor(models.build_tiny_model(tmp_path / "tiny"))
     models.set_pixel_limits(processor, TOY_EPISODE)
     item = perception.make_item("read", 2, 100, SMALL, TOY_EPISODE)
-    tokens = sft.tokenize_example(processor, perception.sft_example(item))
+    tokens = sft.tokenize_example(processor, perception.sft_example(item), with_answer_mask=True)
     learned = processor.tokenizer.decode(tokens["input_ids"][tokens["labels"] != sft.IGNORE_INDEX])
     assert learned.startswith(item.response()) and "<tool_call>" not in processor.tokenizer.decode(tokens["input_ids"])
     assert int(tokens["image_grid_thw"].prod()) // 4 == (item.image.size[0] // 28) * (item.image.size[1] // 28)
     assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]) == item.answer
     ground = perception.make_item("ground", 0, 100, SMALL, TOY_EPISODE)
-    tokens = sft.tokenize_example(processor, perception.sft_example(ground))
+    tokens = sft.tokenize_example(processor, perception.sft_example(ground), with_answer_mask=True)
     assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]).strip() == ground.answer
 
 

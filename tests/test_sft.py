@@ -87,20 +87,21 @@ def test_answer_mask_is_the_boxed_answer_of_trained_turns_only(tiny, trajectorie
     decode = processor.tokenizer.decode
     for record in records:
         example = sft.sft_example(record, root, EPISODE)
-        tokens = sft.tokenize_example(processor, example)
+        tokens = sft.tokenize_example(processor, example, with_answer_mask=True)
         mask = tokens["answer_mask"]
         assert not (mask & (tokens["labels"] == sft.IGNORE_INDEX)).any()
         assert decode(tokens["input_ids"][mask]).strip() == protocol.last_boxed(record.turns[-1].text)
     # A turn that is not trained contributes no answer tokens, even when it has a boxed answer.
     example["trainable"] = [False] * len(example["trainable"])
-    assert not sft.tokenize_example(processor, example)["answer_mask"].any()
+    assert not sft.tokenize_example(processor, example, with_answer_mask=True)["answer_mask"].any()
+    assert "answer_mask" not in sft.tokenize_example(processor, example)  # only computed when asked for
 
 
 def test_answer_loss_weight_adds_the_answer_tokens_loss(tiny, trajectories, tmp_path):
     root, records = trajectories
     model, processor = load(tiny)
     examples = [sft.sft_example(r, root, EPISODE) for r in records[:2]]
-    batch = sft.SFTCollator(processor)([sft.tokenize_example(processor, e) for e in examples])
+    batch = sft.SFTCollator(processor)([sft.tokenize_example(processor, e, with_answer_mask=True) for e in examples])
     plain = sft.make_trainer(model, processor, examples, output_dir=tmp_path / "a", learning_rate=1e-3, max_steps=1)
     weighted = sft.make_trainer(
         model, processor, examples, output_dir=tmp_path / "b", learning_rate=1e-3, max_steps=1, answer_loss_weight=2.0
@@ -111,6 +112,11 @@ def test_answer_loss_weight_adds_the_answer_tokens_loss(tiny, trajectories, tmp_
         total, outputs = weighted.compute_loss(model, dict(batch), return_outputs=True)
         answer = sft.answer_loss(outputs.logits, batch["labels"], batch["answer_mask"]).item()
     assert answer > 0 and total.item() == pytest.approx(base + 2.0 * answer, rel=1e-5)
+    with pytest.raises(ValueError, match="with_answer_mask"):  # pre-tokenized without masks: no silent plain loss
+        sft.make_trainer(
+            model, processor, [sft.tokenize_example(processor, examples[0])], output_dir=tmp_path / "d",
+            learning_rate=1e-3, answer_loss_weight=1.0,
+        )  # fmt: skip
     with pytest.raises(ValueError, match="answer_loss_weight"):
         sft.make_trainer(
             model, processor, examples, output_dir=tmp_path / "c", learning_rate=1e-3, answer_loss_weight=-1
