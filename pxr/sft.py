@@ -277,6 +277,8 @@ def training_arguments(
     gradient_accumulation_steps: int = 1,
     warmup_ratio: float = 0.1,
     lr_scheduler_type: str = "cosine",
+    adam_beta2: float = 0.999,
+    weight_decay: float = 0.0,
     save_steps: int = 500,
     seed: int = 0,
     bf16: bool = False,
@@ -284,7 +286,10 @@ def training_arguments(
     logging_steps: int = 1,
 ):
     """The `TrainingArguments` of an SFT run. Made before the model is loaded in a launched job: under an accelerate
-    DeepSpeed ZeRO-3 launch, creating them is what lets `from_pretrained` load the weights already sharded."""
+    DeepSpeed ZeRO-3 launch, creating them is what lets `from_pretrained` load the weights already sharded.
+
+    `adam_beta2` and `weight_decay` default to Trainer's (0.999, 0). A from-scratch toy model learned to read scene
+    crops with 0.98 and 0.01 and stayed at chance with the defaults (outputs/LOG.md, 2026-11-24)."""
     from transformers import TrainingArguments
 
     if not 0.0 <= warmup_ratio < 1.0:
@@ -298,6 +303,8 @@ def training_arguments(
         gradient_accumulation_steps=gradient_accumulation_steps,
         warmup_steps=float(warmup_ratio),  # transformers 5 reads a float in [0, 1) as the warm-up ratio
         lr_scheduler_type=lr_scheduler_type,
+        adam_beta2=adam_beta2,
+        weight_decay=weight_decay,
         save_strategy="steps",
         save_steps=save_steps,
         seed=seed,

@@ -123,6 +123,13 @@ def test_answer_loss_weight_adds_the_answer_tokens_loss(tiny, trajectories, tmp_
         )
 
 
+def test_training_arguments_carry_the_optimizer_settings(tmp_path):
+    default = sft.training_arguments(tmp_path, learning_rate=1e-3)
+    assert (default.adam_beta2, default.weight_decay) == (0.999, 0.0)  # Trainer's own defaults
+    tuned = sft.training_arguments(tmp_path, learning_rate=1e-3, adam_beta2=0.98, weight_decay=0.01)
+    assert (tuned.adam_beta2, tuned.weight_decay) == (0.98, 0.01)
+
+
 def test_replay_gives_the_recorded_images(trajectories):
     root, records = trajectories
     assert any(r.is_video for r in records) and any(r.variant in ("wrong_crop", "two_wrong") for r in records)
