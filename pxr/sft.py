@@ -340,7 +340,7 @@ def make_trainer(
 
     `answer_loss_weight` > 0 adds that many times the mean loss of the final-answer tokens (inside `\\boxed{}`) to
     the mean over all trained tokens (0: plain SFT, the paper's). A from-scratch model needs it to learn to read
-    (outputs/LOG.md, 2026-11-25): in the plain mean the one answer token among the turn's trivially learned format
+    (outputs/LOG.md, 2026-11-24): in the plain mean the one answer token among the turn's trivially learned format
     tokens left a small model at chance on a large plain digit after 600 steps, and weight 1 taught it in 300.
     """
     if answer_loss_weight < 0:
