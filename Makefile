@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy toy448 test-unit test-notebooks lint strip install clean-smoke
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -27,6 +27,15 @@ toy: $(STAMP)
 	set -e; for run in $(TOY_RUNS); do $(BIN)/pxr pipeline $$run; done
 	$(BIN)/pxr run 50_ablations toy
 	@echo; $(BIN)/pxr runs
+
+# Beside the main line (outputs/LOG.md, 2026-11-24): the reading and grounding bases, then the easier toy448 line
+# (448x320 scenes, stages 10, 20, 40) on the reading base, with its controls. ~55 min on 2 CPU cores.
+toy448: $(STAMP)
+	$(BIN)/pxr run 15_perception_base toy_read_b98
+	$(BIN)/pxr run 15_perception_base toy_ground
+	$(BIN)/pxr pipeline toy448
+	$(BIN)/pxr run 40_evaluate toy448_text
+	$(BIN)/pxr run 40_evaluate toy448_blank
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
