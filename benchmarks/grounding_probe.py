@@ -1,0 +1,145 @@
+"""Can a from-scratch toy model learn where an object is? The localisation half of a zoom, measured on its own.
+
+The toy line's models read crops once trained long enough (outputs/15_perception_base/toy_read_b98, 88 %), but none
+learns to point a zoom at the named object (outputs/LOG.md, 2026-11-24). This probe asks the simplest form of that
+question: a 448x320 read scene (`pxr.scenes`) with `--distractors` other shapes (0: the target alone), shown whole at
+the query budget, "Where is the <target>? Give its box as [x1, y1, x2, y2]." and the trained reply
+`\\boxed{[x1, y1, x2, y2]}` (two decimals, as zoom calls write boxes). The model trains through pxr's own SFT path
+(`pxr.sft.tokenize_example`, `SFTCollator`, the model's loss plus the answer tokens' mean, weight 1) in a plain AdamW
+loop with the reading recipe (beta2 0.98, weight decay 0.01, lr 1e-3 after 100 warm-up steps, batch 16).
+
+Every `--every` steps it prints teacher-forced held-out accuracy of the tenths digit of x1 and of y1 (the digits
+that say where the box is; the rest follow from them and the target's size) beside the accuracy of always giving
+the most common tenths digit: a model that has not learned where things are sits at that floor.
+
+Two knobs test why it might not learn:
+- `--rope-theta`: the language model's M-RoPE base (Qwen2.5-VL's 1e6 by default). M-RoPE gives an image token's
+  width position the lowest frequencies of a head; at 1e6 and the toy head size (16 frequencies) they turn by at
+  most 0.0014 rad across a 9-token row, at 10 by 1.9 rad.
+- `--ramp`: adds a colour ramp to the scene (red -ramp..+ramp left to right, blue top to bottom), so every image
+  token carries its own position in its pixels, not only in the rotary angles (which reach attention scores, never
+  the values attention passes on).
+
+    .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--steps 3000] [--rope-theta 1e6] [--ramp 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pxr import models, perception, scenes, sft
+from pxr.config import EpisodeConfig
+
+
+def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> perception.PerceptionItem:
+    scene = scenes.make_scene("read", scenes.suite_seed(suite, index), width=448, height=320, target_size=28,
+                              n_distractors=args.distractors)  # fmt: skip
+    image = scene.image
+    if args.ramp:
+        pixels = np.asarray(image).astype(np.float32)
+        height, width = pixels.shape[:2]
+        pixels[..., 0] += args.ramp * np.linspace(-1, 1, width)[None, :]
+        pixels[..., 2] += args.ramp * np.linspace(-1, 1, height)[:, None]
+        image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    cue = scene.cue_box_normalized
+    answer = "[" + ", ".join(f"{round(v, 2):.2f}" for v in cue) + "]"
+    question = f"Where is the {scene.objects[0].name}? Give its box as [x1, y1, x2, y2]."
+    view = perception.query_view(image, episode_config)
+    return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue))
+
+
+def tenths_positions(batch, digit_ids) -> list[tuple[int, int]]:
+    """(row, label position) of the tenths digit of x1 and of y1 in each example: the 2nd and 5th answer digits."""
+    labels, mask = batch["labels"][:, 1:], batch["answer_mask"][:, 1:]
+    found = []
+    for row in range(labels.shape[0]):
+        digits = [p for p in mask[row].nonzero().flatten().tolist() if labels[row, p] in digit_ids]
+        found += [(row, digits[1]), (row, digits[4])]
+    return found
+
+
+def tenths_accuracy(model, batches, digit_ids) -> float:
+    model.eval()
+    right = total = 0
+    with torch.no_grad():
+        for batch in batches:
+            logits = model(**{k: v for k, v in batch.items() if k != "answer_mask"}).logits[:, :-1]
+            for row, position in tenths_positions(batch, digit_ids):
+                right += int(logits[row, position].argmax() == batch["labels"][row, position + 1])
+                total += 1
+    model.train()
+    return right / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--distractors", type=int, default=0, help="other shapes in the scene")
+    parser.add_argument("--items", type=int, default=8000, help="training scenes")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
+    parser.add_argument("--rope-theta", type=float, default=1e6)
+    parser.add_argument("--ramp", type=float, default=0.0, help="colour ramp amplitude (0-255 levels); 0: none")
+    parser.add_argument("--image-max-pixels", type=int, default=50176, help="query budget: 252x168 for 448x320")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    episode_config = EpisodeConfig(image_max_pixels=args.image_max_pixels)
+    started = time.time()
+    train = [ground_item(200, i, args, episode_config) for i in range(args.items)]
+    held = [ground_item(201, i, args, episode_config) for i in range(200)]
+    print(f"{len(train)} training and {len(held)} held-out scenes in {time.time() - started:.0f}s; e.g. "
+          f"{train[0].question} -> {train[0].answer}", flush=True)  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as work:
+        path = models.build_tiny_model(Path(work) / "model", seed=0, size=args.size,
+                                       corpus=models.default_corpus(0) + [i.question for i in train])  # fmt: skip
+        config = json.loads((path / "config.json").read_text())
+        config["text_config"]["rope_parameters"]["rope_theta"] = args.rope_theta  # build_tiny_model uses Qwen's 1e6
+        (path / "config.json").write_text(json.dumps(config))
+        model, processor = models.load_model(path, device="cpu", episode_config=episode_config)
+    tokenizer = processor.tokenizer
+    digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
+    collate = sft.SFTCollator(processor)
+    examples = [sft.tokenize_example(processor, perception.sft_example(i), None, True) for i in train]
+    held_batches = [collate([sft.tokenize_example(processor, perception.sft_example(i), None, True)
+                             for i in held[k : k + 16]]) for k in range(0, len(held), 16)]  # fmt: skip
+    floor = Counter(int(b["labels"][r, p + 1]) for b in held_batches for r, p in tenths_positions(b, digit_ids))
+    floor_rate = floor.most_common(1)[0][1] / sum(floor.values())
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
+    rng = random.Random(0)
+    model.train()
+    started = time.time()
+    print(f"\n{'step':>5} {'loss':>6} {'held-out tenths':>16} {'most common':>12} {'seconds':>8}")
+    for step in range(1, args.steps + 1):
+        batch = collate(rng.sample(examples, 16))
+        answer_mask = batch.pop("answer_mask")
+        output = model(**batch)
+        loss = output.loss + sft.answer_loss(output.logits, batch["labels"], answer_mask.bool())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % args.every == 0:
+            accuracy = tenths_accuracy(model, held_batches, digit_ids)
+            print(f"{step:>5} {loss.item():>6.3f} {accuracy:>16.1%} {floor_rate:>12.1%} {time.time() - started:>8.0f}",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
