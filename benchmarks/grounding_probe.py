@@ -8,7 +8,8 @@ the query budget, "Where is the <target>? Give its box as [x1, y1, x2, y2]." and
 (`pxr.sft.tokenize_example`, `SFTCollator`, the model's loss plus the answer tokens' mean, weight 1) in a plain AdamW
 loop with the reading recipe (beta2 0.98, weight decay 0.01, lr 1e-3 after 100 warm-up steps, batch 16).
 
-Every `--every` steps it prints teacher-forced held-out accuracy of the tenths digit of x1 and of y1 (the digits
+Every `--every` steps it prints teacher-forced held-out accuracy (the most likely of the ten digits, as
+`answer_loss_probe.digit_accuracy` scores it) of the tenths digit of x1 and of y1 (the digits
 that say where the box is; the rest follow from them and the target's size) beside the accuracy of always giving
 the most common tenths digit: a model that has not learned where things are sits at that floor.
 
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from answer_loss_probe import digit_accuracy  # teacher-forced digit accuracy at the masked answer positions
 from PIL import Image
 
 from pxr import models, perception, scenes, sft
@@ -58,27 +60,15 @@ def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> 
     return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue))
 
 
-def tenths_positions(batch, digit_ids) -> list[tuple[int, int]]:
-    """(row, label position) of the tenths digit of x1 and of y1 in each example: the 2nd and 5th answer digits."""
-    labels, mask = batch["labels"][:, 1:], batch["answer_mask"][:, 1:]
-    found = []
-    for row in range(labels.shape[0]):
-        digits = [p for p in mask[row].nonzero().flatten().tolist() if labels[row, p] in digit_ids]
-        found += [(row, digits[1]), (row, digits[4])]
-    return found
-
-
-def tenths_accuracy(model, batches, digit_ids) -> float:
-    model.eval()
-    right = total = 0
-    with torch.no_grad():
-        for batch in batches:
-            logits = model(**{k: v for k, v in batch.items() if k != "answer_mask"}).logits[:, :-1]
-            for row, position in tenths_positions(batch, digit_ids):
-                right += int(logits[row, position].argmax() == batch["labels"][row, position + 1])
-                total += 1
-    model.train()
-    return right / total
+def tenths_only(batch, digit_ids) -> dict:
+    """The batch with its answer mask narrowed to the tenths digit of x1 and of y1 (the 2nd and 5th answer digits):
+    the digits that say where the box is. `digit_accuracy` then scores only those."""
+    mask = torch.zeros_like(batch["answer_mask"])
+    for row in range(mask.shape[0]):
+        answer = batch["answer_mask"][row].nonzero().flatten().tolist()
+        digits = [p for p in answer if batch["labels"][row, p] in digit_ids]
+        mask[row, digits[1]] = mask[row, digits[4]] = True
+    return {**batch, "answer_mask": mask}
 
 
 def main() -> None:
@@ -114,9 +104,9 @@ def main() -> None:
     digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
     collate = sft.SFTCollator(processor)
     examples = [sft.tokenize_example(processor, perception.sft_example(i), None, True) for i in train]
-    held_batches = [collate([sft.tokenize_example(processor, perception.sft_example(i), None, True)
-                             for i in held[k : k + 16]]) for k in range(0, len(held), 16)]  # fmt: skip
-    floor = Counter(int(b["labels"][r, p + 1]) for b in held_batches for r, p in tenths_positions(b, digit_ids))
+    held_batches = [tenths_only(collate([sft.tokenize_example(processor, perception.sft_example(i), None, True)
+                                         for i in held[k : k + 16]]), digit_ids) for k in range(0, len(held), 16)]  # fmt: skip
+    floor = Counter(label for b in held_batches for label in b["labels"][b["answer_mask"]].tolist())
     floor_rate = floor.most_common(1)[0][1] / sum(floor.values())
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
@@ -136,7 +126,7 @@ def main() -> None:
         schedule.step()
         optimizer.zero_grad()
         if step % args.every == 0:
-            accuracy = tenths_accuracy(model, held_batches, digit_ids)
+            accuracy = digit_accuracy(model, held_batches, digit_ids)
             print(f"{step:>5} {loss.item():>6.3f} {accuracy:>16.1%} {floor_rate:>12.1%} {time.time() - started:>8.0f}",
                   flush=True)  # fmt: skip
 
