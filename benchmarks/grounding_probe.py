@@ -13,7 +13,12 @@ Every `--every` steps it prints teacher-forced held-out accuracy (the most likel
 that say where the box is; the rest follow from them and the target's size) beside the accuracy of always giving
 the most common tenths digit: a model that has not learned where things are sits at that floor.
 
-Two knobs test why it might not learn:
+Knobs that test why it might not learn:
+- `--scene plain`: notebook 15's `locate` warm-up (`pxr.perception.flat_square`): the target's box grown `--grow`
+  times, drawn as a flat square in `--fill` (R,G,B, or `target`: the target's own colour) on `--background` (R,G,B,
+  or `scene`: the scenes' mottled one) in place of the target's shape, with no digit and no distractors.
+  `--target-size` sets the scene targets' side and `--image-max-pixels` the view (24576: 168x112, 24 image tokens;
+  50176: 252x168, 54). `--save` and `--init` chain runs into a curriculum.
 - `--rope-theta`: the language model's M-RoPE base (Qwen2.5-VL's 1e6 by default). M-RoPE gives an image token's
   width position the lowest frequencies of a head; at 1e6 and the toy head size (16 frequencies) they turn by at
   most 0.0014 rad across a 9-token row, at 10 by 1.9 rad.
@@ -22,6 +27,8 @@ Two knobs test why it might not learn:
   the values attention passes on).
 
     .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--steps 3000] [--rope-theta 1e6] [--ramp 0]
+        [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
+        [--image-max-pixels 50176] [--save DIR] [--init DIR]
 """
 
 from __future__ import annotations
@@ -43,19 +50,28 @@ from pxr import models, perception, scenes, sft
 from pxr.config import EpisodeConfig
 
 
+def rgb(text: str) -> tuple[int, int, int]:
+    red, green, blue = (int(v) for v in text.split(","))
+    return red, green, blue
+
+
 def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> perception.PerceptionItem:
-    scene = scenes.make_scene("read", scenes.suite_seed(suite, index), width=448, height=320, target_size=28,
-                              n_distractors=args.distractors)  # fmt: skip
-    image = scene.image
+    scene = scenes.make_scene("read", scenes.suite_seed(suite, index), width=448, height=320,
+                              target_size=args.target_size, n_distractors=args.distractors)  # fmt: skip
+    image, name, cue = scene.image, scene.objects[0].name, scene.cue_box_normalized
+    if args.scene == "plain":  # notebook 15's `locate` warm-up, with the colours as knobs
+        fill = None if args.fill == "target" else rgb(args.fill)
+        background = None if args.background == "scene" else rgb(args.background)
+        image, cue = perception.flat_square(scene, args.grow, fill=fill, background=background)
+        name = "square"
     if args.ramp:
         pixels = np.asarray(image).astype(np.float32)
         height, width = pixels.shape[:2]
         pixels[..., 0] += args.ramp * np.linspace(-1, 1, width)[None, :]
         pixels[..., 2] += args.ramp * np.linspace(-1, 1, height)[:, None]
         image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    cue = scene.cue_box_normalized
     answer = "[" + ", ".join(f"{round(v, 2):.2f}" for v in cue) + "]"
-    question = f"Where is the {scene.objects[0].name}? Give its box as [x1, y1, x2, y2]."
+    question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
     view = perception.query_view(image, episode_config)
     return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue))
 
@@ -71,6 +87,17 @@ def tenths_only(batch, digit_ids) -> dict:
     return {**batch, "answer_mask": mask}
 
 
+def fresh_model(args, train, episode_config: EpisodeConfig):
+    """A new `--size` model whose tokenizer knows the questions, with the M-RoPE base set to `--rope-theta`."""
+    with tempfile.TemporaryDirectory() as work:
+        path = models.build_tiny_model(Path(work) / "model", seed=0, size=args.size,
+                                       corpus=models.default_corpus(0) + [i.question for i in train])  # fmt: skip
+        config = json.loads((path / "config.json").read_text())
+        config["text_config"]["rope_parameters"]["rope_theta"] = args.rope_theta  # build_tiny_model uses Qwen's 1e6
+        (path / "config.json").write_text(json.dumps(config))
+        return models.load_model(path, device="cpu", episode_config=episode_config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distractors", type=int, default=0, help="other shapes in the scene")
@@ -80,7 +107,25 @@ def main() -> None:
     parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--rope-theta", type=float, default=1e6)
     parser.add_argument("--ramp", type=float, default=0.0, help="colour ramp amplitude (0-255 levels); 0: none")
+    parser.add_argument("--target-size", type=int, default=28, help="the target's side on the 448x320 canvas, px")
+    parser.add_argument(
+        "--scene",
+        default="read",
+        choices=["read", "plain"],
+        help="read: the toy scenes; plain: the target's box as a flat square on a flat canvas",
+    )
+    parser.add_argument(
+        "--fill", default="255,255,255", help="plain: the square's colour, R,G,B, or target (the scene target's)"
+    )
+    parser.add_argument("--grow", type=float, default=1.0, help="plain: the square's side, in target sides")
+    parser.add_argument(
+        "--background", default="0,0,0", help="plain: the canvas colour, R,G,B, or scene (the scenes' mottled one)"
+    )
     parser.add_argument("--image-max-pixels", type=int, default=50176, help="query budget: 252x168 for 448x320")
+    parser.add_argument(
+        "--init", default="", help="continue a model saved by --save (a curriculum); empty: a fresh one"
+    )
+    parser.add_argument("--save", default="", help="save the trained model and its processor in this directory")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,13 +138,10 @@ def main() -> None:
     print(f"{len(train)} training and {len(held)} held-out scenes in {time.time() - started:.0f}s; e.g. "
           f"{train[0].question} -> {train[0].answer}", flush=True)  # fmt: skip
 
-    with tempfile.TemporaryDirectory() as work:
-        path = models.build_tiny_model(Path(work) / "model", seed=0, size=args.size,
-                                       corpus=models.default_corpus(0) + [i.question for i in train])  # fmt: skip
-        config = json.loads((path / "config.json").read_text())
-        config["text_config"]["rope_parameters"]["rope_theta"] = args.rope_theta  # build_tiny_model uses Qwen's 1e6
-        (path / "config.json").write_text(json.dumps(config))
-        model, processor = models.load_model(path, device="cpu", episode_config=episode_config)
+    if args.init:  # its own rope_theta and tokenizer (byte-level: it still encodes every question)
+        model, processor = models.load_model(args.init, device="cpu", episode_config=episode_config)
+    else:
+        model, processor = fresh_model(args, train, episode_config)
     tokenizer = processor.tokenizer
     digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
     collate = sft.SFTCollator(processor)
@@ -115,6 +157,8 @@ def main() -> None:
     model.train()
     started = time.time()
     print(f"\n{'step':>5} {'loss':>6} {'held-out tenths':>16} {'most common':>12} {'seconds':>8}")
+    if args.init:  # what the earlier stage already knows of these scenes
+        print(f"{0:>5} {'':>6} {digit_accuracy(model, held_batches, digit_ids):>16.1%} {floor_rate:>12.1%}", flush=True)
     for step in range(1, args.steps + 1):
         batch = collate(rng.sample(examples, 16))
         answer_mask = batch.pop("answer_mask")
@@ -129,6 +173,10 @@ def main() -> None:
             accuracy = digit_accuracy(model, held_batches, digit_ids)
             print(f"{step:>5} {loss.item():>6.3f} {accuracy:>16.1%} {floor_rate:>12.1%} {time.time() - started:>8.0f}",
                   flush=True)  # fmt: skip
+    if args.save:
+        model.save_pretrained(args.save)
+        processor.save_pretrained(args.save)
+        print(f"saved to {args.save}")
 
 
 if __name__ == "__main__":

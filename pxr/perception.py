@@ -1,7 +1,9 @@
 """The perception base stage of the toy line (SPEC §6): what pretraining gives the paper's 7B model, a tiny model
 trained from scratch has to learn first. Single-turn questions with no op: read the digit in a crop around the
 target, count the shapes in a crop around them, answer a coarse question about the whole image, and say where the
-described target is (its box, in the format of a `zoom_in` call).
+described target is (its box, in the format of a `zoom_in` call). A warm-up for that last one, `locate`, asks for the
+box of a flat square in the target's colour, larger than the target, alone on the scene's background: a tiny model
+from scratch does not learn to ground the toy scenes directly but does after it (outputs/LOG.md, 2026-11-24).
 
 Every crop is what `zoom_in` returns for a box around the cue (`VisualEpisode` executes the call, so padding and
 budgets are the episode's), and the boxes are jittered wider than the cue, as a model's own zooms are. Examples
@@ -21,13 +23,14 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pxr import protocol, scenes
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 
-TASKS = ("read", "count", "coarse", "ground")
+TASKS = ("read", "count", "coarse", "ground", "locate")
+BOX_TASKS = ("ground", "locate")  # answered with a box, scored by IoU
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class PerceptionConfig:
     n_count: int = 500  # count the named shapes in a crop around them
     n_coarse: int = 300  # a coarse question on the whole image (as in synthesis)
     n_ground: int = 700  # the target's box on the whole image, written as a zoom call writes it
+    n_locate: int = 0  # grounding warm-up: the box of a flat square in the target's colour (held out only if > 0)
+    locate_grow: float = 2.0  # the warm-up square's side, in target sides
+    ground_distractors: int = 7  # other shapes in a ground scene (read scenes' default; 0: the target alone)
     crop_scale_max: float = 2.5  # crop boxes are the cue box grown by a factor in [1, this], placed at random
     box_decimals: int = 2  # as the trajectories write boxes
     perception_seed: int = 100  # suite seed of the training scenes; held-out scenes use seed + 1 (synthesis uses 0-2)
@@ -47,8 +53,10 @@ class PerceptionConfig:
     def __post_init__(self):
         if self.crop_scale_max < 1:
             raise ValueError(f"crop_scale_max must be >= 1, got {self.crop_scale_max}")
-        if min(self.n_read, self.n_count, self.n_coarse, self.n_ground) < 0:
+        if min(self.n_read, self.n_count, self.n_coarse, self.n_ground, self.n_locate, self.ground_distractors) < 0:
             raise ValueError("item counts must be >= 0")
+        if self.locate_grow < 1:
+            raise ValueError(f"locate_grow must be >= 1, got {self.locate_grow}")
 
     def counts(self) -> dict[str, int]:
         return {task: getattr(self, f"n_{task}") for task in TASKS}
@@ -71,7 +79,7 @@ class PerceptionItem:
 
 
 def _scene_kind(task: str) -> str:
-    return {"read": "read", "ground": "read", "count": "count", "coarse": "coarse"}[task]
+    return {"read": "read", "ground": "read", "locate": "read", "count": "count", "coarse": "coarse"}[task]
 
 
 def _as_stored(image: Image.Image, quality: int) -> Image.Image:
@@ -120,6 +128,8 @@ def make_item(task: str, index: int, suite: int, config: PerceptionConfig, episo
     knobs = dict(width=config.canvas_width, height=config.canvas_height)
     if task != "coarse":
         knobs["target_size"] = config.target_size
+    if task in BOX_TASKS:  # the warm-up redraws the scene without its objects: render none it would not show
+        knobs["n_distractors"] = config.ground_distractors if task == "ground" else 0
     scene = scenes.make_scene(_scene_kind(task), scenes.suite_seed(suite, index), **knobs)
     image = _as_stored(scene.image, config.jpeg_quality)
     rng = random.Random(f"{suite}-{task}-{index}")
@@ -129,13 +139,38 @@ def make_item(task: str, index: int, suite: int, config: PerceptionConfig, episo
     cue = scene.cue_box_normalized
     if cue is None:
         return None
-    if task == "ground":
+    if task in BOX_TASKS:
+        name = scene.objects[0].name
+        if task == "locate":
+            square, cue = flat_square(scene, config.locate_grow)
+            image, name = _as_stored(square, config.jpeg_quality), f"{scene.objects[0].colour} square"
         box = [round(v, config.box_decimals) for v in cue]
         answer = "[" + ", ".join(f"{v:.{config.box_decimals}f}" for v in box) + "]"
-        question = f"Where is the {scene.objects[0].name}? Give its box as [x1, y1, x2, y2]."
+        question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
         return PerceptionItem(item_id, task, question, answer, query_view(image, episode_config), cue_box=list(cue))
     box = jittered_box(cue, rng, config.crop_scale_max, config.box_decimals)
     return PerceptionItem(item_id, task, scene.question, scene.answer, zoom_view(image, box, episode_config))
+
+
+def flat_square(scene: scenes.Scene, grow: float, *, fill=None, background=None) -> tuple[Image.Image, list[float]]:
+    """The grounding warm-up of a read scene: its target's box grown `grow` times about its centre (moved inward to
+    stay on the canvas), drawn as a flat square in the target's colour (or `fill`, RGB) on the scene's own mottled
+    background without any object (or a flat `background`, RGB). Returns the image and the square's normalized box."""
+    width, height = scene.image.size
+    x1, y1, x2, y2 = scene.cue_box_normalized
+    half_w, half_h = min(0.5, (x2 - x1) * grow / 2), min(0.5, (y2 - y1) * grow / 2)
+    centre_x = min(max((x1 + x2) / 2, half_w), 1 - half_w)
+    centre_y = min(max((y1 + y2) / 2, half_h), 1 - half_h)
+    box = [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h]
+    if background is None:
+        image = scenes.textured_background(width, height, scene.seed)
+    else:
+        image = Image.new("RGB", (width, height), tuple(background))
+    colour = tuple(fill) if fill is not None else scenes.COLOURS[scene.objects[0].colour]
+    ImageDraw.Draw(image).rectangle(
+        [box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=colour
+    )
+    return image, box
 
 
 def _make_many(args):
@@ -159,7 +194,9 @@ def make_items(
     from tqdm.auto import tqdm
 
     suite = config.perception_seed + (1 if held_out else 0)
-    counts = {task: n for task in TASKS} if n is not None else config.counts()
+    counts = config.counts()
+    if n is not None:  # the warm-up task is held out only in runs that train on it
+        counts = {task: n for task in TASKS if task != "locate" or config.n_locate}
     plan = [(task, i) for task, count in counts.items() for i in range(count)]
     random.Random(suite).shuffle(plan)
     chunks = [(plan[i : i + 50], suite, config, episode_config) for i in range(0, len(plan), 50)]
@@ -225,18 +262,18 @@ def iou(a: list[float], b: list[float]) -> float:
 
 
 def score(items: list[PerceptionItem], answers: list[str | None]) -> dict[str, float]:
-    """Per task: accuracy (read, count, coarse; exact answer) and, for ground, mean IoU with the target and the
-    share of boxes that contain its centre. Also the share of items answered at all."""
+    """Per task: accuracy (read, count, coarse; exact answer) and, for ground and locate, mean IoU with the target
+    and the share of boxes that contain its centre. Also the share of items answered at all."""
     per_task: dict[str, list] = {}
     for item, answer in zip(items, answers, strict=True):
         per_task.setdefault(item.task, []).append((item, answer))
     result: dict[str, float] = {}
     for task, pairs in sorted(per_task.items()):
         result[f"{task}_answered"] = sum(a is not None for _, a in pairs) / len(pairs)
-        if task == "ground":
+        if task in BOX_TASKS:
             boxes = [(item.cue_box, parse_box(a)) for item, a in pairs]
-            result["ground_iou"] = sum(iou(c, b) for c, b in boxes if b) / len(boxes)
-            result["ground_hits_centre"] = sum(
+            result[f"{task}_iou"] = sum(iou(c, b) for c, b in boxes if b) / len(boxes)
+            result[f"{task}_hits_centre"] = sum(
                 bool(b) and b[0] <= (c[0] + c[2]) / 2 <= b[2] and b[1] <= (c[1] + c[3]) / 2 <= b[3] for c, b in boxes
             ) / len(boxes)
         else:
@@ -249,7 +286,7 @@ def score(items: list[PerceptionItem], answers: list[str | None]) -> dict[str, f
 def chance(items: list[PerceptionItem]) -> dict[str, float]:
     """Accuracy of always giving each task's most common answer in `items` (the floor a reader must beat)."""
     result = {}
-    for task in sorted({i.task for i in items} - {"ground"}):
+    for task in sorted({i.task for i in items} - set(BOX_TASKS)):
         answers = [i.answer for i in items if i.task == task]
         result[f"{task}_majority"] = max(answers.count(a) for a in set(answers)) / len(answers)
     return result

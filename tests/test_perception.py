@@ -2,6 +2,7 @@
 examples and loss mask, and the held-out scoring."""
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -9,7 +10,7 @@ from pxr import models, perception, scenes, sft
 from pxr.config import TILE, EpisodeConfig
 
 TOY_EPISODE = EpisodeConfig(zoom_padding=0.01, crop_min_pixels=64 * TILE)
-SMALL = perception.PerceptionConfig(n_read=3, n_count=2, n_coarse=2, n_ground=2)
+SMALL = perception.PerceptionConfig(n_read=3, n_count=2, n_coarse=2, n_ground=2, n_locate=2)
 
 
 def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
@@ -52,10 +53,45 @@ def test_ground_items_answer_with_the_targets_box_and_coarse_items_show_the_whol
     )
 
 
+def test_locate_items_ask_for_a_flat_square_in_the_targets_colour_twice_its_side():
+    config = replace(SMALL, jpeg_quality=0)
+    item = perception.make_item("locate", 3, 100, config, TOY_EPISODE)
+    scene = scenes.make_scene("read", scenes.suite_seed(100, 3), width=1536, height=1024, target_size=28)
+    target = scene.objects[0]
+    assert item.question.startswith(f"Where is the {target.colour} square?")
+    box, cue = perception.parse_box(item.answer), scene.cue_box_normalized
+    assert box == pytest.approx(item.cue_box, abs=0.006)
+    assert box[2] - box[0] == pytest.approx(2 * (cue[2] - cue[0]), abs=0.011)
+    width, height = item.image.size
+    inside = item.image.getpixel((int((box[0] + box[2]) / 2 * width), int((box[1] + box[3]) / 2 * height)))
+    assert inside == scenes.COLOURS[target.colour]
+    outside = item.image.getpixel((int(box[2] * width) + 3 if box[2] < 0.9 else int(box[0] * width) - 3, 5))
+    assert all(150 <= level <= 235 for level in outside)  # the scenes' light background, no other object
+    # a target at the edge: the grown square moves inward and stays on the canvas
+    edge, edge_box = perception.flat_square(replace(scene, cue_box_normalized=[0.0, 0.97, 0.02, 1.0]), 2.0)
+    assert edge_box[0] == 0.0 and edge_box[3] == 1.0 and edge_box[2] == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="locate_grow"):
+        perception.PerceptionConfig(locate_grow=0.5)
+
+
+def test_ground_distractors_sets_how_many_other_shapes_a_ground_scene_has():
+    alone = perception.make_item("ground", 1, 100, replace(SMALL, ground_distractors=0, jpeg_quality=0), TOY_EPISODE)
+    crowded = perception.make_item("ground", 1, 100, replace(SMALL, jpeg_quality=0), TOY_EPISODE)
+    assert alone.question.startswith("Where is the") and perception.parse_box(alone.answer) is not None
+
+    def coloured(image):  # pixels far from the grey background: the shapes'
+        return sum(max(p) - min(p) > 60 for p in image.getdata())
+
+    assert 0 < 3 * coloured(alone.image) < coloured(crowded.image)
+
+
 def test_held_out_items_come_from_another_suite_than_training():
     train = perception.make_items(SMALL, TOY_EPISODE, progress=False)
     held = perception.make_items(SMALL, TOY_EPISODE, held_out=True, n=2, progress=False)
-    assert {i.task for i in train} == set(perception.TASKS)
+    assert {i.task for i in train} == {i.task for i in held} == set(perception.TASKS)
+    # the warm-up task is held out only in runs that train on it
+    without = perception.make_items(replace(SMALL, n_locate=0), TOY_EPISODE, held_out=True, n=1, progress=False)
+    assert {i.task for i in without} == set(perception.TASKS) - {"locate"}
     assert all(f"-{SMALL.perception_seed}-" in i.id for i in train)
     assert all(f"-{SMALL.perception_seed + 1}-" in i.id for i in held)
     parallel = perception.make_items(SMALL, TOY_EPISODE, workers=2, progress=False)
@@ -84,8 +120,11 @@ def test_scoring_counts_exact_answers_boxes_and_unanswered_items():
         perception.PerceptionItem("b", "read", "q", "3", None),
         perception.PerceptionItem("c", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
         perception.PerceptionItem("d", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
+        perception.PerceptionItem("e", "locate", "q", "[0.10, 0.10, 0.30, 0.30]", None, cue_box=[0.1, 0.1, 0.3, 0.3]),
     ]
-    scores = perception.score(items, ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]"])
+    answers = ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]", "[0.10, 0.10, 0.20, 0.20]"]
+    scores = perception.score(items, answers)
+    assert scores["locate_iou"] == pytest.approx(0.25) and scores["locate_hits_centre"] == 1.0
     assert scores["read_accuracy"] == 0.5 and scores["read_answered"] == 0.5
     assert scores["ground_iou"] == pytest.approx(0.5) and scores["ground_hits_centre"] == 0.5
     assert perception.chance(items) == {"read_majority": 0.5}
