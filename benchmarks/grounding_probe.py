@@ -57,7 +57,8 @@ def rgb(text: str) -> tuple[int, int, int]:
 
 def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> perception.PerceptionItem:
     scene = scenes.make_scene("read", scenes.suite_seed(suite, index), width=448, height=320,
-                              target_size=args.target_size, n_distractors=args.distractors)  # fmt: skip
+                              target_size=args.target_size, n_distractors=args.distractors,
+                              distractor_similarity=args.similarity)  # fmt: skip
     image, name, cue = scene.image, scene.objects[0].name, scene.cue_box_normalized
     if args.scene == "plain":  # notebook 15's `locate` warm-up, with the colours as knobs
         fill = None if args.fill == "target" else rgb(args.fill)
@@ -101,6 +102,12 @@ def fresh_model(args, train, episode_config: EpisodeConfig):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distractors", type=int, default=0, help="other shapes in the scene")
+    parser.add_argument(
+        "--similarity",
+        default="mixed",
+        choices=list(scenes.DISTRACTOR_SIMILARITIES),
+        help="distractors: low share neither colour nor shape with the target; mixed: one shares each",
+    )
     parser.add_argument("--items", type=int, default=8000, help="training scenes")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=500)

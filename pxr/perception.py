@@ -42,6 +42,9 @@ class PerceptionConfig:
     n_locate: int = 0  # grounding warm-up: the box of a flat square in the target's colour (held out only if > 0)
     locate_grow: float = 2.0  # the warm-up square's side, in target sides
     ground_distractors: int = 7  # other shapes in a ground scene (read scenes' default; 0: the target alone)
+    ground_similarity: str = "mixed"  # ground distractors: "low" share neither colour nor shape with the target
+    ground_target_size: int = 0  # the target's side in ground and locate scenes, px; 0: target_size (a curriculum
+    # starts larger; read scenes keep target_size, so their other shapes still fit the canvas)
     crop_scale_max: float = 2.5  # crop boxes are the cue box grown by a factor in [1, this], placed at random
     box_decimals: int = 2  # as the trajectories write boxes
     perception_seed: int = 100  # suite seed of the training scenes; held-out scenes use seed + 1 (synthesis uses 0-2)
@@ -53,10 +56,16 @@ class PerceptionConfig:
     def __post_init__(self):
         if self.crop_scale_max < 1:
             raise ValueError(f"crop_scale_max must be >= 1, got {self.crop_scale_max}")
-        if min(self.n_read, self.n_count, self.n_coarse, self.n_ground, self.n_locate, self.ground_distractors) < 0:
-            raise ValueError("item counts must be >= 0")
+        counts = (self.n_read, self.n_count, self.n_coarse, self.n_ground, self.n_locate, self.ground_distractors)
+        if min(counts) < 0 or self.ground_target_size < 0:
+            raise ValueError("item counts and ground_target_size must be >= 0")
         if self.locate_grow < 1:
             raise ValueError(f"locate_grow must be >= 1, got {self.locate_grow}")
+        if self.ground_similarity not in scenes.DISTRACTOR_SIMILARITIES:
+            raise ValueError(
+                f"ground_similarity must be one of {', '.join(scenes.DISTRACTOR_SIMILARITIES)}; "
+                f"got {self.ground_similarity!r}"
+            )
 
     def counts(self) -> dict[str, int]:
         return {task: getattr(self, f"n_{task}") for task in TASKS}
@@ -127,9 +136,11 @@ def make_item(task: str, index: int, suite: int, config: PerceptionConfig, episo
     """Item `index` of `task` from suite `suite`; None when the scene has nothing to point at."""
     knobs = dict(width=config.canvas_width, height=config.canvas_height)
     if task != "coarse":
-        knobs["target_size"] = config.target_size
+        knobs["target_size"] = (task in BOX_TASKS and config.ground_target_size) or config.target_size
     if task in BOX_TASKS:  # the warm-up redraws the scene without its objects: render none it would not show
         knobs["n_distractors"] = config.ground_distractors if task == "ground" else 0
+        if task == "ground":
+            knobs["distractor_similarity"] = config.ground_similarity
     scene = scenes.make_scene(_scene_kind(task), scenes.suite_seed(suite, index), **knobs)
     image = _as_stored(scene.image, config.jpeg_quality)
     rng = random.Random(f"{suite}-{task}-{index}")

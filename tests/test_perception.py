@@ -4,6 +4,7 @@ examples and loss mask, and the held-out scoring."""
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from pxr import models, perception, scenes, sft
@@ -80,9 +81,36 @@ def test_ground_distractors_sets_how_many_other_shapes_a_ground_scene_has():
     assert alone.question.startswith("Where is the") and perception.parse_box(alone.answer) is not None
 
     def coloured(image):  # pixels far from the grey background: the shapes'
-        return sum(max(p) - min(p) > 60 for p in image.getdata())
+        pixels = np.asarray(image, dtype=int)
+        return int((pixels.max(axis=-1) - pixels.min(axis=-1) > 60).sum())
 
     assert 0 < 3 * coloured(alone.image) < coloured(crowded.image)
+
+
+def test_ground_similarity_decides_whether_a_distractor_shares_the_targets_colour():
+    def target_coloured(similarity):  # pixels of the named target's colour: the target's, and a twin's if any
+        config = replace(SMALL, ground_distractors=2, ground_similarity=similarity, jpeg_quality=0)
+        item = perception.make_item("ground", 3, 100, config, EpisodeConfig(image_max_pixels=10**6))
+        colour = np.array(scenes.COLOURS[item.question.split()[3]])
+        return int((np.abs(np.asarray(item.image, dtype=int) - colour).sum(axis=-1) < 30).sum())
+
+    # "high" (and the read scenes' "mixed"): the first distractor shares the target's colour; "low": none does
+    assert target_coloured("high") > 1.5 * target_coloured("low") > 0
+    with pytest.raises(ValueError, match="ground_similarity"):
+        perception.PerceptionConfig(ground_similarity="some")
+
+
+def test_ground_target_size_enlarges_the_target_of_box_tasks_only():
+    config = replace(SMALL, canvas_width=448, canvas_height=320, ground_distractors=0, ground_target_size=56)
+    usual = perception.make_item("ground", 2, 100, replace(config, ground_target_size=0), TOY_EPISODE)
+    large = perception.make_item("ground", 2, 100, config, TOY_EPISODE)
+    assert large.cue_box[2] - large.cue_box[0] == pytest.approx(2 * (usual.cue_box[2] - usual.cue_box[0]), rel=0.1)
+    # read scenes keep target_size: their 7 other shapes would not fit the canvas at 56 px
+    read = perception.make_item("read", 2, 100, config, TOY_EPISODE)
+    usual_read = perception.make_item("read", 2, 100, replace(config, ground_target_size=0), TOY_EPISODE)
+    assert read.image.tobytes() == usual_read.image.tobytes()
+    with pytest.raises(ValueError, match="ground_target_size"):
+        perception.PerceptionConfig(ground_target_size=-1)
 
 
 def test_held_out_items_come_from_another_suite_than_training():
