@@ -19,6 +19,8 @@ Knobs that test why it might not learn:
   or `scene`: the scenes' mottled one) in place of the target's shape, with no digit and no distractors.
   `--target-size` sets the scene targets' side and `--image-max-pixels` the view (24576: 168x112, 24 image tokens;
   50176: 252x168, 54). `--save` and `--init` chain runs into a curriculum.
+- `--similarity low`: distractors that share neither the target's colour nor its shape (the read scenes' `mixed`
+  makes one share each), so that the colour word alone names the target.
 - `--rope-theta`: the language model's M-RoPE base (Qwen2.5-VL's 1e6 by default). M-RoPE gives an image token's
   width position the lowest frequencies of a head; at 1e6 and the toy head size (16 frequencies) they turn by at
   most 0.0014 rad across a 9-token row, at 10 by 1.9 rad.
@@ -26,7 +28,7 @@ Knobs that test why it might not learn:
   token carries its own position in its pixels, not only in the rotary angles (which reach attention scores, never
   the values attention passes on).
 
-    .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--steps 3000] [--rope-theta 1e6] [--ramp 0]
+    .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--similarity mixed] [--steps 3000] [--rope-theta 1e6] [--ramp 0]
         [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
         [--image-max-pixels 50176] [--save DIR] [--init DIR]
 """
