@@ -41,6 +41,7 @@ import random
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ from PIL import Image
 
 from pxr import models, perception, scenes, sft
 from pxr.config import EpisodeConfig
+from pxr.rollout import RolloutConfig, generate_trajectories
 
 
 def rgb(text: str) -> tuple[int, int, int]:
@@ -62,11 +64,14 @@ def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> 
                               target_size=args.target_size, n_distractors=args.distractors,
                               distractor_similarity=args.similarity)  # fmt: skip
     image, name, cue = scene.image, scene.objects[0].name, scene.cue_box_normalized
+    width, height = image.size
+    others = [[o.box[0] / width, o.box[1] / height, o.box[2] / width, o.box[3] / height] for o in scene.objects[1:]]
     if args.scene == "plain":  # notebook 15's `locate` warm-up, with the colours as knobs
         fill = None if args.fill == "target" else rgb(args.fill)
         background = None if args.background == "scene" else rgb(args.background)
-        image, cue = perception.flat_square(scene, args.grow, fill=fill, background=background)
-        name = "square"
+        image, cue = perception.flat_square(scene, args.grow, fill=fill, background=background, with_others=True)
+        name = f"{scene.objects[0].colour} square" if fill is None else "square"
+        others = [perception.grown_box(box, args.grow) for box in others]
     if args.ramp:
         pixels = np.asarray(image).astype(np.float32)
         height, width = pixels.shape[:2]
@@ -76,7 +81,22 @@ def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> 
     answer = "[" + ", ".join(f"{round(v, 2):.2f}" for v in cue) + "]"
     question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
     view = perception.query_view(image, episode_config)
-    return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue))
+    return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue),
+                                     other_boxes=others)  # fmt: skip
+
+
+def greedy_scores(model, processor, held, episode_config: EpisodeConfig) -> str:
+    """The boxes the model writes itself (greedy, as notebook 15 scores them): IoU with the target, the share that
+    contain its centre, and the share that contain another shape's centre instead. Teacher-forced digits can look
+    good while the model writes x from one shape and y from another, or picks a shape at random."""
+    model.eval()
+    rollouts = generate_trajectories(model, processor, [perception.as_query(i) for i in held],
+                                     episode_config=replace(episode_config, prompt="text"),
+                                     rollout_config=RolloutConfig(max_new_tokens=48, batch_size=25))  # fmt: skip
+    model.train()
+    score = perception.score(held, [t.episode.answer for t in rollouts])
+    return (f"greedy boxes: IoU {score['ground_iou']:.2f}, contain the target's centre {score['ground_hits_centre']:.0%}"
+            f", another shape's {score['ground_hits_other']:.0%}")  # fmt: skip
 
 
 def tenths_only(batch, digit_ids) -> dict:
@@ -168,6 +188,7 @@ def main() -> None:
     print(f"\n{'step':>5} {'loss':>6} {'held-out tenths':>16} {'most common':>12} {'seconds':>8}")
     if args.init:  # what the earlier stage already knows of these scenes
         print(f"{0:>5} {'':>6} {digit_accuracy(model, held_batches, digit_ids):>16.1%} {floor_rate:>12.1%}", flush=True)
+        print(greedy_scores(model, processor, held, episode_config), flush=True)
     for step in range(1, args.steps + 1):
         batch = collate(rng.sample(examples, 16))
         answer_mask = batch.pop("answer_mask")
@@ -182,6 +203,7 @@ def main() -> None:
             accuracy = digit_accuracy(model, held_batches, digit_ids)
             print(f"{step:>5} {loss.item():>6.3f} {accuracy:>16.1%} {floor_rate:>12.1%} {time.time() - started:>8.0f}",
                   flush=True)  # fmt: skip
+    print(greedy_scores(model, processor, held, episode_config), flush=True)
     if args.save:
         model.save_pretrained(args.save)
         processor.save_pretrained(args.save)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from PIL import Image, ImageDraw
 
@@ -81,6 +81,7 @@ class PerceptionItem:
     answer: str  # a digit, a count, a coarse answer, or the box as "[x1, y1, x2, y2]"
     image: Image.Image
     cue_box: list[float] | None = None  # ground: the target's normalized box
+    other_boxes: list[list[float]] = field(default_factory=list)  # ground: the other shapes' normalized boxes
 
     def response(self) -> str:
         """The assistant turn the base model is trained on."""
@@ -158,30 +159,45 @@ def make_item(task: str, index: int, suite: int, config: PerceptionConfig, episo
         box = [round(v, config.box_decimals) for v in cue]
         answer = "[" + ", ".join(f"{v:.{config.box_decimals}f}" for v in box) + "]"
         question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
-        return PerceptionItem(item_id, task, question, answer, query_view(image, episode_config), cue_box=list(cue))
+        width, height = scene.image.size
+        others = [[o.box[0] / width, o.box[1] / height, o.box[2] / width, o.box[3] / height] for o in scene.objects[1:]]
+        return PerceptionItem(
+            item_id, task, question, answer, query_view(image, episode_config), cue_box=list(cue),
+            other_boxes=others if task == "ground" else [],
+        )  # fmt: skip
     box = jittered_box(cue, rng, config.crop_scale_max, config.box_decimals)
     return PerceptionItem(item_id, task, scene.question, scene.answer, zoom_view(image, box, episode_config))
 
 
-def flat_square(scene: scenes.Scene, grow: float, *, fill=None, background=None) -> tuple[Image.Image, list[float]]:
+def flat_square(
+    scene: scenes.Scene, grow: float, *, fill=None, background=None, with_others: bool = False
+) -> tuple[Image.Image, list[float]]:
     """The grounding warm-up of a read scene: its target's box grown `grow` times about its centre (moved inward to
     stay on the canvas), drawn as a flat square in the target's colour (or `fill`, RGB) on the scene's own mottled
-    background without any object (or a flat `background`, RGB). Returns the image and the square's normalized box."""
+    background without any object (or a flat `background`, RGB). With `with_others`, the scene's other shapes are
+    drawn the same way in their own colours, under the target. Returns the image and the target square's normalized
+    box."""
     width, height = scene.image.size
-    x1, y1, x2, y2 = scene.cue_box_normalized
-    half_w, half_h = min(0.5, (x2 - x1) * grow / 2), min(0.5, (y2 - y1) * grow / 2)
-    centre_x = min(max((x1 + x2) / 2, half_w), 1 - half_w)
-    centre_y = min(max((y1 + y2) / 2, half_h), 1 - half_h)
-    box = [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h]
     if background is None:
         image = scenes.textured_background(width, height, scene.seed)
     else:
         image = Image.new("RGB", (width, height), tuple(background))
-    colour = tuple(fill) if fill is not None else scenes.COLOURS[scene.objects[0].colour]
-    ImageDraw.Draw(image).rectangle(
-        [box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=colour
-    )
+    draw = ImageDraw.Draw(image)
+    others = scene.objects[1:] if with_others else []
+    for obj in [*others, scene.objects[0]]:
+        box = grown_box([obj.box[0] / width, obj.box[1] / height, obj.box[2] / width, obj.box[3] / height], grow)
+        colour = tuple(fill) if fill is not None and obj is scene.objects[0] else scenes.COLOURS[obj.colour]
+        draw.rectangle([box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=colour)
     return image, box
+
+
+def grown_box(box: list[float], grow: float) -> list[float]:
+    """`box` grown `grow` times about its centre, moved inward to stay in [0, 1]."""
+    x1, y1, x2, y2 = box
+    half_w, half_h = min(0.5, (x2 - x1) * grow / 2), min(0.5, (y2 - y1) * grow / 2)
+    centre_x = min(max((x1 + x2) / 2, half_w), 1 - half_w)
+    centre_y = min(max((y1 + y2) / 2, half_h), 1 - half_h)
+    return [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h]
 
 
 def _make_many(args):
@@ -274,7 +290,8 @@ def iou(a: list[float], b: list[float]) -> float:
 
 def score(items: list[PerceptionItem], answers: list[str | None]) -> dict[str, float]:
     """Per task: accuracy (read, count, coarse; exact answer) and, for ground and locate, mean IoU with the target
-    and the share of boxes that contain its centre. Also the share of items answered at all."""
+    and the share of boxes that contain its centre; for ground, also the share that contain another shape's centre
+    and not the target's (a wrong shape picked, against a box that points at nothing). Also the share answered."""
     per_task: dict[str, list] = {}
     for item, answer in zip(items, answers, strict=True):
         per_task.setdefault(item.task, []).append((item, answer))
@@ -284,14 +301,22 @@ def score(items: list[PerceptionItem], answers: list[str | None]) -> dict[str, f
         if task in BOX_TASKS:
             boxes = [(item.cue_box, parse_box(a)) for item, a in pairs]
             result[f"{task}_iou"] = sum(iou(c, b) for c, b in boxes if b) / len(boxes)
-            result[f"{task}_hits_centre"] = sum(
-                bool(b) and b[0] <= (c[0] + c[2]) / 2 <= b[2] and b[1] <= (c[1] + c[3]) / 2 <= b[3] for c, b in boxes
-            ) / len(boxes)
+            hits = [bool(b) and _contains_centre(b, c) for c, b in boxes]
+            result[f"{task}_hits_centre"] = sum(hits) / len(boxes)
+            if task == "ground":
+                result["ground_hits_other"] = sum(
+                    not hit and bool(b) and any(_contains_centre(b, o) for o in item.other_boxes)
+                    for (item, _), (_, b), hit in zip(pairs, boxes, hits, strict=True)
+                ) / len(boxes)
         else:
             result[f"{task}_accuracy"] = sum(a is not None and a.strip() == item.answer for item, a in pairs) / len(
                 pairs
             )
     return result
+
+
+def _contains_centre(box: list[float], target: list[float]) -> bool:
+    return box[0] <= (target[0] + target[2]) / 2 <= box[2] and box[1] <= (target[1] + target[3]) / 2 <= box[3]
 
 
 def chance(items: list[PerceptionItem]) -> dict[str, float]:

@@ -79,6 +79,8 @@ def test_ground_distractors_sets_how_many_other_shapes_a_ground_scene_has():
     alone = perception.make_item("ground", 1, 100, replace(SMALL, ground_distractors=0, jpeg_quality=0), TOY_EPISODE)
     crowded = perception.make_item("ground", 1, 100, replace(SMALL, jpeg_quality=0), TOY_EPISODE)
     assert alone.question.startswith("Where is the") and perception.parse_box(alone.answer) is not None
+    assert alone.other_boxes == [] and len(crowded.other_boxes) == SMALL.ground_distractors == 7
+    assert all(perception.iou(crowded.cue_box, box) == 0 for box in crowded.other_boxes)  # shapes do not overlap
 
     def coloured(image):  # pixels far from the grey background: the shapes'
         pixels = np.asarray(image, dtype=int)
@@ -149,11 +151,23 @@ def test_scoring_counts_exact_answers_boxes_and_unanswered_items():
         perception.PerceptionItem("c", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
         perception.PerceptionItem("d", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
         perception.PerceptionItem("e", "locate", "q", "[0.10, 0.10, 0.30, 0.30]", None, cue_box=[0.1, 0.1, 0.3, 0.3]),
+        perception.PerceptionItem(
+            "f",
+            "ground",
+            "q",
+            "[0.10, 0.10, 0.20, 0.20]",
+            None,
+            cue_box=[0.1, 0.1, 0.2, 0.2],
+            other_boxes=[[0.6, 0.6, 0.7, 0.7], [0.0, 0.8, 0.1, 0.9]],
+        ),  # fmt: skip
     ]
     answers = ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]", "[0.10, 0.10, 0.20, 0.20]"]
+    answers.append("[0.60, 0.10, 0.70, 0.70]")  # misses the target, contains the first other shape's centre
     scores = perception.score(items, answers)
     assert scores["locate_iou"] == pytest.approx(0.25) and scores["locate_hits_centre"] == 1.0
     assert scores["read_accuracy"] == 0.5 and scores["read_answered"] == 0.5
-    assert scores["ground_iou"] == pytest.approx(0.5) and scores["ground_hits_centre"] == 0.5
+    assert scores["ground_iou"] == pytest.approx(1 / 3) and scores["ground_hits_centre"] == pytest.approx(1 / 3)
+    # the third ground box misses the target but contains the centre of another shape: a wrong shape picked
+    assert scores["ground_hits_other"] == pytest.approx(1 / 3)
     assert perception.chance(items) == {"read_majority": 0.5}
     assert perception.parse_box("[0.3, 0.1, 0.2, 0.4]") is None and perception.parse_box(None) is None
