@@ -184,10 +184,13 @@ def flat_square(
         image = Image.new("RGB", (width, height), tuple(background))
     draw = ImageDraw.Draw(image)
     others = scene.objects[1:] if with_others else []
-    for obj in [*others, scene.objects[0]]:
-        box = grown_box([obj.box[0] / width, obj.box[1] / height, obj.box[2] / width, obj.box[3] / height], grow)
-        colour = tuple(fill) if fill is not None and obj is scene.objects[0] else scenes.COLOURS[obj.colour]
-        draw.rectangle([box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=colour)
+    target = scene.objects[0]
+    squares = [(o.colour, [o.box[0] / width, o.box[1] / height, o.box[2] / width, o.box[3] / height]) for o in others]
+    for index, (colour, box) in enumerate([*squares, (target.colour, scene.cue_box_normalized)]):
+        box = grown_box(box, grow)
+        is_target = index == len(squares)
+        rgb = tuple(fill) if fill is not None and is_target else scenes.COLOURS[colour]
+        draw.rectangle([box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=rgb)
     return image, box
 
 

@@ -75,6 +75,19 @@ def test_locate_items_ask_for_a_flat_square_in_the_targets_colour_twice_its_side
         perception.PerceptionConfig(locate_grow=0.5)
 
 
+def test_flat_square_with_others_draws_every_shape_as_a_square_in_its_colour():
+    scene = scenes.make_scene("read", 7, width=448, height=320, n_distractors=1, distractor_similarity="low")
+    image, box = perception.flat_square(scene, 2.0, with_others=True)
+    alone, _ = perception.flat_square(scene, 2.0)
+    other = perception.grown_box([v / s for v, s in zip(scene.objects[1].box, (448, 320, 448, 320), strict=True)], 2.0)
+
+    def centre(b, img):
+        return img.getpixel((int((b[0] + b[2]) / 2 * 448), int((b[1] + b[3]) / 2 * 320)))
+
+    assert centre(box, image) == scenes.COLOURS[scene.objects[0].colour]
+    assert centre(other, image) == scenes.COLOURS[scene.objects[1].colour] != centre(other, alone)
+
+
 def test_ground_distractors_sets_how_many_other_shapes_a_ground_scene_has():
     alone = perception.make_item("ground", 1, 100, replace(SMALL, ground_distractors=0, jpeg_quality=0), TOY_EPISODE)
     crowded = perception.make_item("ground", 1, 100, replace(SMALL, jpeg_quality=0), TOY_EPISODE)
