@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy toy448 test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy toy448 grounding test-unit test-notebooks lint strip install clean-smoke
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -36,6 +36,14 @@ toy448: $(STAMP)
 	$(BIN)/pxr pipeline toy448
 	$(BIN)/pxr run 40_evaluate toy448_text
 	$(BIN)/pxr run 40_evaluate toy448_blank
+
+# The grounding curriculum (outputs/LOG.md, 2026-11-24): the reading base, then notebook 15's stages, each from the
+# one before: a warm-up on flat squares, then the lone target at 56 px, at 28 px, at toy448's view (~30 min on 2 CPU
+# cores). It grounds a lone target; the later stages toy_pick56/3/7 (the named target among others) did not learn.
+GROUNDING_STAGES := toy_locate toy_lone56 toy_lone28 toy_lone448
+grounding: $(STAMP)
+	$(BIN)/pxr run 15_perception_base toy_read_b98
+	set -e; for run in $(GROUNDING_STAGES); do $(BIN)/pxr run 15_perception_base $$run; done
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
