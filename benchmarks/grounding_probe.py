@@ -11,12 +11,16 @@ loop with the reading recipe (beta2 0.98, weight decay 0.01, lr 1e-3 after 100 w
 Every `--every` steps it prints teacher-forced held-out accuracy (the most likely of the ten digits, as
 `answer_loss_probe.digit_accuracy` scores it) of the tenths digit of x1 and of y1 (the digits
 that say where the box is; the rest follow from them and the target's size) beside the accuracy of always giving
-the most common tenths digit: a model that has not learned where things are sits at that floor.
+the most common tenths digit: a model that has not learned where things are sits at that floor. Teacher forcing
+gives the model the true x1 before y1 is scored, so a model that points at any one of several shapes scores well;
+at the end (and at step 0 with `--init`) it also prints the greedy boxes' IoU and the share that contain the target's
+centre or another shape's instead, as notebook 15 scores them.
 
 Knobs that test why it might not learn:
 - `--scene plain`: notebook 15's `locate` warm-up (`pxr.perception.flat_square`): the target's box grown `--grow`
   times, drawn as a flat square in `--fill` (R,G,B, or `target`: the target's own colour) on `--background` (R,G,B,
-  or `scene`: the scenes' mottled one) in place of the target's shape, with no digit and no distractors.
+  or `scene`: the scenes' mottled one) in place of the target's shape, with no digit; `--distractors` are drawn the
+  same way in their own colours (two squares: does the colour word pick one?).
   `--target-size` sets the scene targets' side and `--image-max-pixels` the view (24576: 168x112, 24 image tokens;
   50176: 252x168, 54). `--save` and `--init` chain runs into a curriculum.
 - `--similarity low`: distractors that share neither the target's colour nor its shape (the read scenes' `mixed`
@@ -28,8 +32,8 @@ Knobs that test why it might not learn:
   token carries its own position in its pixels, not only in the rotary angles (which reach attention scores, never
   the values attention passes on).
 
-    .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--similarity mixed] [--steps 3000] [--rope-theta 1e6] [--ramp 0]
-        [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
+    .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--similarity mixed] [--steps 3000]
+        [--rope-theta 1e6] [--ramp 0] [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
         [--image-max-pixels 50176] [--save DIR] [--init DIR]
 """
 
