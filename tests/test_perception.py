@@ -172,7 +172,7 @@ def test_scoring_counts_exact_answers_boxes_and_unanswered_items():
             None,
             cue_box=[0.1, 0.1, 0.2, 0.2],
             other_boxes=[[0.6, 0.6, 0.7, 0.7], [0.0, 0.8, 0.1, 0.9]],
-        ),  # fmt: skip
+        ),
     ]
     answers = ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]", "[0.10, 0.10, 0.20, 0.20]"]
     answers.append("[0.60, 0.10, 0.70, 0.70]")  # misses the target, contains the first other shape's centre
