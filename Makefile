@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy toy448 grounding test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy toy448 grounding toy448_lone test-unit test-notebooks lint strip install clean-smoke
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -44,6 +44,13 @@ GROUNDING_STAGES := toy_locate toy_lone56 toy_lone28 toy_lone448
 grounding: $(STAMP)
 	$(BIN)/pxr run 15_perception_base toy_read_b98
 	set -e; for run in $(GROUNDING_STAGES); do $(BIN)/pxr run 15_perception_base $$run; done
+
+# The toy448 line with the target alone in its read scenes, SFT from the curriculum's last stage (outputs/LOG.md,
+# 2026-11-25), with its controls: ~15 min after `make grounding`.
+toy448_lone: grounding
+	$(BIN)/pxr pipeline toy448_lone
+	$(BIN)/pxr run 40_evaluate toy448_lone_text
+	$(BIN)/pxr run 40_evaluate toy448_lone_blank
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests

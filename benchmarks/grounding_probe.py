@@ -28,13 +28,28 @@ Knobs that test why it might not learn:
 - `--rope-theta`: the language model's M-RoPE base (Qwen2.5-VL's 1e6 by default). M-RoPE gives an image token's
   width position the lowest frequencies of a head; at 1e6 and the toy head size (16 frequencies) they turn by at
   most 0.0014 rad across a 9-token row, at 10 by 1.9 rad.
+- `--ask`: other questions on the same scenes, answered with a word and scored greedily at every `--every` steps
+  (a model that ignores the word in its question sits at the most common answer):
+  `side` "Is the <colour> square left or right of the other shape?" (`--distractors 1`: the colour word picks the
+  shape, one bit of position); `colour` "What colour is the square?" (with `--distractors 1`: "... the square on the
+  left?"; the pixels name the colour, no word to use); `match` "Is the square <colour>?" (a lone square: the word
+  against the pixels, no position; yes half the time); `echo` "Say this colour: <colour>." (a random colour word
+  to copy, the pixels irrelevant: does a word of the question reach the answer at all?); `copy` "From the left:
+  brown at [...], blue at [...]. Where is the blue one?" (the `--cot` list given as text: copying the named box
+  alone).
+- `--cot`: the trained reply first says in words what the pixels show, then answers ("From the left: teal at [0.10,
+  0.62, 0.22, 0.80], purple at [0.55, 0.21, 0.67, 0.39]." / "On the left: teal. On the right: purple." / "The square
+  is teal."): the colour word is then matched with a word the model wrote, not with the pixels. It also prints the
+  share of replies whose reasoning is exactly right, and the answers' accuracy with and without it.
+- `--question-first`: the question before the image in the user turn (pxr puts the image first), so that under the
+  causal mask the image tokens can attend to the colour word.
 - `--ramp`: adds a colour ramp to the scene (red -ramp..+ramp left to right, blue top to bottom), so every image
   token carries its own position in its pixels, not only in the rotary angles (which reach attention scores, never
   the values attention passes on).
 
     .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--similarity mixed] [--steps 3000]
         [--rope-theta 1e6] [--ramp 0] [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
-        [--image-max-pixels 50176] [--save DIR] [--init DIR]
+        [--image-max-pixels 50176] [--save DIR] [--init DIR] [--ask box|side|colour|match] [--question-first]
 """
 
 from __future__ import annotations
@@ -45,7 +60,7 @@ import random
 import tempfile
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +68,7 @@ import torch
 from answer_loss_probe import digit_accuracy  # teacher-forced digit accuracy at the masked answer positions
 from PIL import Image
 
-from pxr import models, perception, scenes, sft
+from pxr import models, perception, protocol, scene_draw, scenes, sft
 from pxr.config import EpisodeConfig
 from pxr.rollout import RolloutConfig, generate_trajectories
 
@@ -61,6 +76,17 @@ from pxr.rollout import RolloutConfig, generate_trajectories
 def rgb(text: str) -> tuple[int, int, int]:
     red, green, blue = (int(v) for v in text.split(","))
     return red, green, blue
+
+
+@dataclass
+class Reasoned(perception.PerceptionItem):
+    """An item whose trained reply writes `reasoning` before the boxed answer (`--cot`): what the pixels show, in
+    words, so that the answer compares two words of the text instead of a word with the pixels."""
+
+    reasoning: str = ""
+
+    def response(self) -> str:
+        return f"{self.reasoning} {super().response()}".strip()
 
 
 def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> perception.PerceptionItem:
@@ -82,11 +108,46 @@ def ground_item(suite: int, index: int, args, episode_config: EpisodeConfig) -> 
         pixels[..., 0] += args.ramp * np.linspace(-1, 1, width)[None, :]
         pixels[..., 2] += args.ramp * np.linspace(-1, 1, height)[:, None]
         image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    answer = "[" + ", ".join(f"{round(v, 2):.2f}" for v in cue) + "]"
-    question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
     view = perception.query_view(image, episode_config)
-    return perception.PerceptionItem(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue),
-                                     other_boxes=others)  # fmt: skip
+    if args.ask == "side":  # one bit of position, and the colour word must pick the shape it is about
+        left = cue[0] + cue[2] < others[0][0] + others[0][2]
+        question = f"Is the {name} left or right of the other shape?"
+        colours = [scene.objects[0].colour, scene.objects[1].colour][:: 1 if left else -1]
+        reasoning = f"On the left: {colours[0]}. On the right: {colours[1]}." if args.cot else ""
+        answer = "left" if left else "right"
+        return Reasoned(f"side-{suite}-{index}", "coarse", question, answer, view, reasoning=reasoning)
+    if args.ask == "match":  # the colour word against the pixels, no position: "Is the square purple?"
+        rng = random.Random(suite * 100003 + index)
+        said = (
+            scene.objects[0].colour
+            if rng.random() < 0.5
+            else rng.choice([c for c in scene_draw.COLOURS if c != scene.objects[0].colour])
+        )
+        answer = "yes" if said == scene.objects[0].colour else "no"
+        reasoning = f"The square is {scene.objects[0].colour}." if args.cot else ""
+        return Reasoned(f"match-{suite}-{index}", "coarse", f"Is the square {said}?", answer, view, reasoning=reasoning)
+    if args.ask == "echo":  # the word alone, no pixels: can the answer copy a word of the question at all?
+        said = random.Random(suite * 100003 + index).choice(list(scene_draw.COLOURS))
+        return perception.PerceptionItem(f"echo-{suite}-{index}", "coarse", f"Say this colour: {said}.", said, view)
+    if args.ask == "colour":  # does the colour reach the text at all? (the reverse of the colour word picking)
+        question = "What colour is the square on the left?" if others else "What colour is the square?"
+        left = not others or cue[0] + cue[2] < others[0][0] + others[0][2]
+        answer = scene.objects[0].colour if left else scene.objects[1].colour
+        return perception.PerceptionItem(f"colour-{suite}-{index}", "coarse", question, answer, view)
+    answer = written(cue)
+    question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
+    shapes = sorted(zip([o.colour for o in scene.objects], [cue, *others], strict=True), key=lambda s: s[1][0])
+    listing = "From the left: " + ", ".join(f"{colour} at {written(box)}" for colour, box in shapes) + "."
+    if args.ask == "copy":  # the list given as text: the copy of the named box alone, the pixels not needed
+        question = f"{listing} Where is the {scene.objects[0].colour} one?"
+    reasoning = listing if args.cot else ""  # every shape's colour and box, left to right; the answer copies one
+    return Reasoned(f"ground-{suite}-{index}", "ground", question, answer, view, cue_box=list(cue),
+                    other_boxes=others, reasoning=reasoning)  # fmt: skip
+
+
+def written(box: list[float]) -> str:
+    """A box as the ground answers write it: "[x1, y1, x2, y2]", two decimals."""
+    return "[" + ", ".join(f"{round(v, 2):.2f}" for v in box) + "]"
 
 
 def greedy_scores(model, processor, held, episode_config: EpisodeConfig) -> str:
@@ -96,20 +157,36 @@ def greedy_scores(model, processor, held, episode_config: EpisodeConfig) -> str:
     model.eval()
     rollouts = generate_trajectories(model, processor, [perception.as_query(i) for i in held],
                                      episode_config=replace(episode_config, prompt="text"),
-                                     rollout_config=RolloutConfig(max_new_tokens=48, batch_size=25))  # fmt: skip
+                                     rollout_config=RolloutConfig(max_new_tokens=160, batch_size=25))  # fmt: skip
     model.train()
     score = perception.score(held, [t.episode.answer for t in rollouts])
-    return (f"greedy boxes: IoU {score['ground_iou']:.2f}, contain the target's centre {score['ground_hits_centre']:.0%}"
-            f", another shape's {score['ground_hits_other']:.0%}")  # fmt: skip
+    if "coarse_accuracy" in score:  # --ask side, colour, match, echo
+        line = (f"greedy answers: {score['coarse_accuracy']:.0%} right "
+                f"(most common: {perception.chance(held)['coarse_majority']:.0%})")  # fmt: skip
+        right = [t.episode.answer == i.answer for i, t in zip(held, rollouts, strict=True)]
+    else:
+        line = (f"greedy boxes: IoU {score['ground_iou']:.2f}, contain the target's centre "
+                f"{score['ground_hits_centre']:.0%}, another shape's {score['ground_hits_other']:.0%}")  # fmt: skip
+        boxes = [perception.parse_box(t.episode.answer or "") for t in rollouts]
+        right = [bool(b) and perception.iou(b, i.cue_box) >= 0.5 for i, b in zip(held, boxes, strict=True)]
+    if getattr(held[0], "reasoning", ""):  # --cot: did it say what the pixels show, and answer from that?
+        said = [t.turns[-1].text.strip().startswith(i.reasoning) for i, t in zip(held, rollouts, strict=True)]
+        when_said = [r for r, s in zip(right, said, strict=True) if s]
+        when_not = [r for r, s in zip(right, said, strict=True) if not s]
+        line += (f"; the reasoning exactly right {sum(said) / len(said):.0%}, the answer right (a box: IoU >= 0.5) "
+                 f"when it is {sum(when_said) / max(1, len(when_said)):.0%}, when it is not "
+                 f"{sum(when_not) / max(1, len(when_not)):.0%}")  # fmt: skip
+    return line
 
 
 def tenths_only(batch, digit_ids) -> dict:
-    """The batch with its answer mask narrowed to the tenths digit of x1 and of y1 (the 2nd and 5th answer digits):
-    the digits that say where the box is. `digit_accuracy` then scores only those."""
+    """The batch with its answer mask narrowed to the tenths digit of x1 and of y1 of the boxed answer (the 2nd and
+    5th of its 12 digits, counted from the reply's end so that `--cot` boxes before it are skipped): the digits that
+    say where the box is. `digit_accuracy` then scores only those."""
     mask = torch.zeros_like(batch["answer_mask"])
     for row in range(mask.shape[0]):
         answer = batch["answer_mask"][row].nonzero().flatten().tolist()
-        digits = [p for p in answer if batch["labels"][row, p] in digit_ids]
+        digits = [p for p in answer if batch["labels"][row, p] in digit_ids][-12:]
         mask[row, digits[1]] = mask[row, digits[4]] = True
     return {**batch, "answer_mask": mask}
 
@@ -160,7 +237,30 @@ def main() -> None:
     )
     parser.add_argument("--save", default="", help="save the trained model and its processor in this directory")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ask",
+        default="box",
+        choices=["box", "side", "colour", "match", "echo", "copy"],
+        help="box: the target's box; side: is the target left or right of the one other shape (--distractors 1); "
+        "colour: the square's colour (with --distractors 1: the left one's); match: is the square <colour>? (yes/no); "
+        "echo: say this colour: <colour> (the word alone); copy: the list of boxes given, the named one's box",
+    )
+    parser.add_argument(
+        "--cot",
+        action="store_true",
+        help="box, side, match: the reply first says what the pixels show (each shape's colour and box from the left; "
+        "the colours left and right; the square's colour)",
+    )
+    parser.add_argument("--question-first", action="store_true", help="the question before the image in the user turn")
     args = parser.parse_args()
+    if args.question_first:
+        plain = protocol.user_content
+
+        def question_first(*a, **k):
+            content = plain(*a, **k)
+            return [p for p in content if p["type"] == "text"] + [p for p in content if p["type"] != "text"]
+
+        protocol.user_content = question_first
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -179,7 +279,8 @@ def main() -> None:
     digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
     collate = sft.SFTCollator(processor)
     examples = [sft.tokenize_example(processor, perception.sft_example(i), None, True) for i in train]
-    held_batches = [tenths_only(collate([sft.tokenize_example(processor, perception.sft_example(i), None, True)
+    narrow = tenths_only if args.ask == "box" else lambda batch, ids: batch  # a word: all its tokens
+    held_batches = [narrow(collate([sft.tokenize_example(processor, perception.sft_example(i), None, True)
                                          for i in held[k : k + 16]]), digit_ids) for k in range(0, len(held), 16)]  # fmt: skip
     floor = Counter(label for b in held_batches for label in b["labels"][b["answer_mask"]].tolist())
     floor_rate = floor.most_common(1)[0][1] / sum(floor.values())
@@ -191,7 +292,9 @@ def main() -> None:
     started = time.time()
     print(f"\n{'step':>5} {'loss':>6} {'held-out tenths':>16} {'most common':>12} {'seconds':>8}")
     if args.init:  # what the earlier stage already knows of these scenes
-        print(f"{0:>5} {'':>6} {digit_accuracy(model, held_batches, digit_ids):>16.1%} {floor_rate:>12.1%}", flush=True)
+        if args.ask == "box":
+            print(f"{0:>5} {'':>6} {digit_accuracy(model, held_batches, digit_ids):>16.1%} {floor_rate:>12.1%}",
+                  flush=True)  # fmt: skip
         print(greedy_scores(model, processor, held, episode_config), flush=True)
     for step in range(1, args.steps + 1):
         batch = collate(rng.sample(examples, 16))
@@ -204,6 +307,10 @@ def main() -> None:
         schedule.step()
         optimizer.zero_grad()
         if step % args.every == 0:
+            if args.ask != "box":  # a word, not digits: the greedy answers
+                print(f"{step:>5} {loss.item():>6.3f} {time.time() - started:>8.0f}s  "
+                      f"{greedy_scores(model, processor, held, episode_config)}", flush=True)  # fmt: skip
+                continue
             accuracy = digit_accuracy(model, held_batches, digit_ids)
             print(f"{step:>5} {loss.item():>6.3f} {accuracy:>16.1%} {floor_rate:>12.1%} {time.time() - started:>8.0f}",
                   flush=True)  # fmt: skip
