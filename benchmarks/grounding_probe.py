@@ -49,7 +49,8 @@ Knobs that test why it might not learn:
 
     .venv/bin/python benchmarks/grounding_probe.py [--distractors 0] [--similarity mixed] [--steps 3000]
         [--rope-theta 1e6] [--ramp 0] [--scene read|plain] [--grow 1] [--fill 255,255,255|target] [--background 0,0,0|scene] [--target-size 28]
-        [--image-max-pixels 50176] [--save DIR] [--init DIR] [--ask box|side|colour|match] [--question-first]
+        [--image-max-pixels 50176] [--save DIR] [--init DIR] [--ask box|side|colour|match|echo|copy] [--cot]
+        [--question-first]
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ def main() -> None:
     )
     parser.add_argument("--question-first", action="store_true", help="the question before the image in the user turn")
     args = parser.parse_args()
-    if args.question_first:
+    if args.question_first:  # pxr renders every episode image first (SFT, RL, eval alike); only this probe reorders
         plain = protocol.user_content
 
         def question_first(*a, **k):
