@@ -58,6 +58,12 @@ MODEL_SIZES = {
         "vision": dict(depth=4, hidden_size=128, intermediate_size=384, num_heads=4, fullatt_block_indexes=[1, 3]),
         "vocab_size": 4096,
     },
+    "medium": {  # ~30M parameters: the toy reproduction on one GPU (params/*/toy_gpu.yaml)
+        "text": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+                     num_key_value_heads=4, mrope_section=[8, 12, 12]),
+        "vision": dict(depth=6, hidden_size=256, intermediate_size=768, num_heads=4, fullatt_block_indexes=[2, 5]),
+        "vocab_size": 4096,
+    },
     "7b": {  # Qwen2.5-VL-7B-Instruct's sizes (its config.json), for GPU benchmarks: built in memory by random_model
         "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                      num_key_value_heads=4, rms_norm_eps=1e-6, mrope_section=[16, 24, 24]),
@@ -251,7 +257,8 @@ def build_tiny_model(
 ) -> Path:
     """A randomly initialised Qwen2.5-VL with a locally trained tokenizer, saved so `load_model(out_dir)` reloads it.
 
-    Deterministic for a seed. `size`: "tiny" (~1M parameters, tests) or "small" (a few M, the toy reproduction).
+    Deterministic for a seed. `size`: "tiny" (~1M parameters, tests), "small" (a few M, the toy reproduction on a
+    CPU) or "medium" (~30M, the same on a GPU).
     """
     from transformers import Qwen2VLImageProcessorPil
 

@@ -72,6 +72,14 @@ def test_small_size_is_a_few_million_parameters(tmp_path):
     assert 2_000_000 < models.count_parameters(model) < 20_000_000
 
 
+def test_medium_size_is_tens_of_millions_of_parameters_and_runs(tmp_path):
+    model, processor = models.load_model(models.build_tiny_model(tmp_path, size="medium"), device="cpu")
+    assert 20_000_000 < models.count_parameters(model) < 60_000_000
+    ids = processor.tokenizer("what colour is the square?", return_tensors="pt")
+    logits = model(**ids).logits  # rotary sections must fit the head size, or this raises
+    assert logits.shape[-1] == model.config.text_config.vocab_size
+
+
 def test_processor_admits_every_budget(tiny_dir):
     from pxr.config import EpisodeConfig
 
