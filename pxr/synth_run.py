@@ -80,12 +80,57 @@ def _save(image: Image.Image, path: Path, quality: int) -> None:
         os.replace(tmp, path)
 
 
+def _seed_item(kind: str, index: int, seed: int, out_dir: Path, split: str, jpeg_quality: int, knobs: dict):
+    """Scene `index` of the suite rendered, its image or frames saved under `out_dir/seeds/<split>/`."""
+    scene = scenes.make_scene(kind, scenes.suite_seed(seed, index), **knobs)
+    folder = out_dir / "seeds" / split
+    item_id = f"{split}-{kind}-{index:05d}"
+    cue_name, facts = _scene_facts(scene)
+    common = dict(
+        id=item_id,
+        question=scene.question,
+        answer=scene.answer,
+        kind=kind,
+        options=scene.options,
+        needs_op=scene.needs_op,
+        source="synthetic",
+        meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
+    )
+    if isinstance(scene, scenes.VideoScene):
+        frames = []
+        for k, frame in enumerate(scene.frames, start=1):
+            path = folder / f"{item_id}-f{k:02d}.jpg"
+            _save(frame, path, jpeg_quality)
+            frames.append(str(path.relative_to(out_dir)))
+        return data.SeedItem(**common, images=None, video=frames, cue_boxes=None, cue_frames=scene.cue_frames)
+    path = folder / f"{item_id}.jpg"
+    _save(scene.image, path, jpeg_quality)
+    return data.SeedItem(
+        **common,
+        images=[str(path.relative_to(out_dir))],
+        video=None,
+        cue_boxes=scene.cue_boxes or None,
+        cue_frames=None,
+    )
+
+
+def _seed_items(args) -> list[data.SeedItem]:
+    """A slice of one suite (a process-pool task of `write_seed_items`)."""
+    kind, indices, seed, out_dir, split, jpeg_quality, knobs = args
+    return [_seed_item(kind, i, seed, Path(out_dir), split, jpeg_quality, knobs) for i in indices]
+
+
 def write_seed_items(
-    kind: str, n: int, seed: int, out_dir: Path, *, split: str, jpeg_quality: int = 95, **knobs
+    kind: str, n: int, seed: int, out_dir: Path, *, split: str, jpeg_quality: int = 95, workers: int = 1, **knobs
 ) -> list[data.SeedItem]:
     """`n` synthetic scenes of `kind` (suite `seed`) saved under `out_dir/seeds/<split>/`, as seed items whose
     paths are relative to `out_dir`. The items are listed in `seeds/<split>-<kind>.jsonl`; a resumed run reads them
-    from there instead of rendering the scenes again (scene i is the same for any n)."""
+    from there instead of rendering the scenes again (scene i is the same for any n).
+
+    Rendering and saving a scene takes ~0.1 s (most of a template-teacher synthesis run); `workers` > 1 does it in
+    that many processes, with the same items in the same order."""
+    from concurrent.futures import ProcessPoolExecutor
+
     folder = Path(out_dir) / "seeds" / split
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder.parent / f"{split}-{kind}.jsonl"
@@ -95,41 +140,15 @@ def write_seed_items(
             (Path(out_dir) / p).exists() for item in known[:n] for p in item.video or item.images
         ):
             return known[:n]
-    items = []
-    for index, scene in enumerate(scenes.make_suite(kind, n, seed, **knobs)):
-        item_id = f"{split}-{kind}-{index:05d}"
-        cue_name, facts = _scene_facts(scene)
-        common = dict(
-            id=item_id,
-            question=scene.question,
-            answer=scene.answer,
-            kind=kind,
-            options=scene.options,
-            needs_op=scene.needs_op,
-            source="synthetic",
-            meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
-        )
-        if isinstance(scene, scenes.VideoScene):
-            frames = []
-            for k, frame in enumerate(scene.frames, start=1):
-                path = folder / f"{item_id}-f{k:02d}.jpg"
-                _save(frame, path, jpeg_quality)
-                frames.append(str(path.relative_to(out_dir)))
-            items.append(
-                data.SeedItem(**common, images=None, video=frames, cue_boxes=None, cue_frames=scene.cue_frames)
-            )
-        else:
-            path = folder / f"{item_id}.jpg"
-            _save(scene.image, path, jpeg_quality)
-            items.append(
-                data.SeedItem(
-                    **common,
-                    images=[str(path.relative_to(out_dir))],
-                    video=None,
-                    cue_boxes=scene.cue_boxes or None,
-                    cue_frames=None,
-                )
-            )
+    size = 25  # scenes per task: small enough to spread 100 scenes over 4 processes
+    tasks = [
+        (kind, range(i, min(i + size, n)), seed, str(out_dir), split, jpeg_quality, knobs) for i in range(0, n, size)
+    ]
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
+            items = [item for chunk in pool.map(_seed_items, tasks) for item in chunk]
+    else:
+        items = [item for task in tasks for item in _seed_items(task)]
     data.write_jsonl(listing, items)
     return items
 

@@ -122,8 +122,18 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 
 def test_seed_items_are_read_back_instead_of_rendered_again(tmp_path, monkeypatch):
     first = synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")
-    monkeypatch.setattr(synth_run.scenes, "make_suite", lambda *a, **k: pytest.fail("rendered again"))
+    monkeypatch.setattr(synth_run.scenes, "make_scene", lambda *a, **k: pytest.fail("rendered again"))
     assert [i.to_dict() for i in synth_run.write_seed_items("read", 3, 0, tmp_path, split="sft")] == [
         i.to_dict() for i in first
     ]
     assert len(synth_run.write_seed_items("read", 2, 0, tmp_path, split="sft")) == 2
+
+
+def test_seed_items_rendered_in_processes_are_the_ones_rendered_here(tmp_path):
+    knobs = dict(width=448, height=320, target_size=28)
+    here = synth_run.write_seed_items("read", 30, 5, tmp_path / "here", split="sft", **knobs)
+    pooled = synth_run.write_seed_items("read", 30, 5, tmp_path / "pooled", split="sft", workers=2, **knobs)
+    assert [i.to_dict() for i in pooled] == [i.to_dict() for i in here]
+    assert [i.id for i in pooled] == [f"sft-read-{k:05d}" for k in range(30)]
+    for item in (here[0], here[-1]):  # the same pixels, saved by another process
+        assert (tmp_path / "pooled" / item.images[0]).read_bytes() == (tmp_path / "here" / item.images[0]).read_bytes()
