@@ -190,7 +190,10 @@ def pipeline_stages(run: str) -> list[str]:
 
 
 def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> list[StageResult]:
-    """Every stage of `run` in order; a finished stage with the same parameters is skipped unless `force`."""
+    """Every stage of `run` in order; a finished stage with the same parameters is skipped unless `force`.
+
+    Once one stage runs, every later one runs too: each may read what an earlier one wrote (data, a model), so a
+    record made from the old outputs would no longer describe them (a fresh clone's demo or ablation tables)."""
     stages = pipeline_stages(run)
     if not stages:
         raise P.ParamError(f"no stage has a params file for run {run!r} (looked for params/*/{run}.yaml)")
@@ -200,6 +203,7 @@ def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> 
             print(f"[pxr] {stem}/{run}: finished before, skipped (--force to redo)")
             results.append(done)
             continue
+        force = True  # the stages after this one read what it is about to rewrite
         print(f"[pxr] {stem}/{run}: running")
         results.append(run_stage(stem, run, log_output=log_output))
     return results

@@ -50,6 +50,9 @@ def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys
     (fake_repo / "params" / "10_second" / "smoke.yaml").write_text("name: changed\n")
     assert [r.state for r in runs.run_pipeline("smoke")] == ["skipped", "finished"]  # changed params rerun
     assert [r.state for r in runs.run_pipeline("smoke", force=True)] == ["finished", "finished"]
+    (fake_repo / "params" / "00_first" / "smoke.yaml").write_text("steps: 3\n")
+    # the first stage's outputs change, so the second, which may read them, runs again with unchanged params
+    assert [r.state for r in runs.run_pipeline("smoke")] == ["finished", "finished"]
     assert [r.stem for r in runs.run_pipeline("toy")] == ["00_first"]  # only stages with a toy.yaml
 
 
@@ -62,7 +65,7 @@ def test_pipeline_redoes_a_finished_stage_whose_outputs_are_gone(fake_repo):
     assert read_json(out / "run.json")["artifacts"] == ["data"]
     assert [r.state for r in runs.run_pipeline("smoke")] == ["skipped", "skipped"]
     (out / "data").rmdir()  # as in a fresh clone
-    assert [r.state for r in runs.run_pipeline("smoke")] == ["finished", "skipped"]
+    assert [r.state for r in runs.run_pipeline("smoke")] == ["finished", "finished"]  # the second reads the first
 
 
 def test_runs_listing_and_cli(fake_repo, capsys):
