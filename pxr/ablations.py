@@ -43,7 +43,7 @@ TABLE_STAGES = ("20_train_sft", "30_train_rl", "40_evaluate")
 COLUMN_SOURCES = {
     "accuracy": ("accuracy", "eval_accuracy", "final_accuracy"),
     "rapr": ("rapr", "eval_rapr", "final_rapr"),
-    "rapr_op_needed": ("rapr_op_needed", "eval_rapr_op_needed"),
+    "rapr_zoom_needed": ("rapr_zoom_needed", "eval_rapr_zoom_needed"),
     "mean_ops": ("mean_ops", "eval_mean_ops"),
     "train_accuracy": ("final_accuracy",),
     "train_rapr": ("final_rapr",),

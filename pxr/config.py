@@ -129,7 +129,6 @@ class RLConfig:
     loss_type: str = "dapo"  # loss aggregation over tokens: grpo, bnpo, dr_grpo, dapo
     scale_rewards: str = "none"  # advantage = r' − group mean; "group" also divides by the group std
     max_completion_length: int = 256  # every completion token, observation and image tokens included
-    max_tool_calls: int = 4  # tool-calling turns per rollout (TRL's max_tool_calling_iterations)
     per_device_train_batch_size: int = 4  # rollouts per device per micro-step (a multiple of G overall)
     gradient_accumulation_steps: int = 1
     updates_per_generation: int = 1  # optimizer steps per generation batch (paper: 512 × 8 / 256 rollouts = 16)
@@ -143,6 +142,9 @@ class RLConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     use_vllm: bool = False  # generate with vLLM (GPU servers where it is installed)
+    # TRL's truncated importance-sampling correction of vLLM's sampling logprobs (on by default in TRL, not in the
+    # paper's algorithm): off unless asked for, and recorded with the run's parameters.
+    vllm_importance_sampling_correction: bool = False
     logging_steps: int = 1
     seed: int = 0
 
@@ -159,7 +161,6 @@ class RLConfig:
             raise ValueError(f"clip_high ({self.clip_high}) must be >= clip_low ({self.clip_low})")
         for name in (
             "max_completion_length",
-            "max_tool_calls",
             "per_device_train_batch_size",
             "gradient_accumulation_steps",
             "updates_per_generation",

@@ -177,7 +177,7 @@ class VisualEpisode:
             assistant_text = str(assistant_text)
         self.turns += 1
         if not protocol.has_tool_call(assistant_text):
-            self.answer = protocol.extract_answer(assistant_text, self.options)
+            self.answer = protocol.final_answer(assistant_text, self.options)
             self.finish("answer" if self.answer is not None else "no_answer")
             return None
         return self._run_call(lambda: protocol.parse_tool_call(assistant_text))
@@ -227,6 +227,18 @@ class VisualEpisode:
             ok=True, executed=True, image_numbers=[e.number for e in new], sizes=[list(e.shown.size) for e in new]
         )
         return Observation(True, self._success_text(call, new), [e.shown for e in new], [e.number for e in new])
+
+    def withdraw_last_call(self) -> None:
+        """Take back the last op call: its observation never reached the model (a trainer dropped it to stay within
+        its completion budget). The images it added leave the list; the call stays in the record as requested,
+        neither executed nor failed, marked `withdrawn`; the episode is open again for `finish("truncated")`."""
+        if not self.ops:
+            return
+        op = self.ops[-1]
+        numbers = set(op["image_numbers"])
+        self.entries = [e for e in self.entries if e.number not in numbers]
+        op.update(ok=False, executed=False, withdrawn=True, image_numbers=[], sizes=[])
+        self.ending = self.limit_reason = None
 
     def _fail(self, record, message) -> Observation:
         record["error"] = message
@@ -350,7 +362,7 @@ class VisualEpisode:
 
     @property
     def n_failed(self) -> int:
-        return sum(not op["ok"] for op in self.ops)
+        return sum(not op["ok"] and not op.get("withdrawn") for op in self.ops)
 
     @property
     def last_op_failed_unfixed(self) -> bool:

@@ -5,8 +5,8 @@ Controls (`control`): `none`; `text` (the text prompt, no ops: what the model an
 `blank` (ops execute but return blank images of the same size: whether the model uses the pixels it asked for).
 Backends: `local` (the in-process model, batched, `pxr.rollout.generate_trajectories`) and `openai` (any
 OpenAI-compatible endpoint, `pxr.openai_backend`). A trajectory is scored on its final turn when the model ended
-it (`answer` or `no_answer`: a short bare reply is read as the answer, as the reward does); truncated episodes and
-episodes stopped by a limit score 0.
+it by answering (`pxr.reward.SCORED_ENDINGS`: a short bare reply is an answer, as in the reward); truncated
+episodes and episodes stopped by a limit score 0.
 
 Tests: tests/test_evaluate.py (a scripted model through the whole path: exact accuracy, RaPR and IoU).
 """
@@ -17,14 +17,13 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from pxr import metrics
+from pxr import metrics, reward
 from pxr.benchmarks import Benchmark, get_benchmark
 from pxr.config import EpisodeConfig
 from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
 
 CONTROLS = ("none", "text", "blank")
 BACKENDS = ("local", "openai")
-SCORED_ENDINGS = ("answer", "no_answer")
 RECORDS = "records.jsonl"
 
 
@@ -97,7 +96,11 @@ def protocol_record(
 
 def score_trajectory(trajectory: Trajectory, benchmark: Benchmark) -> float:
     """The benchmark's score of a trajectory's final turn; 0 when the episode did not end by answering."""
-    if trajectory.episode.ending not in SCORED_ENDINGS or not trajectory.turns or trajectory.query.answer is None:
+    if (
+        trajectory.episode.ending not in reward.SCORED_ENDINGS
+        or not trajectory.turns
+        or trajectory.query.answer is None
+    ):
         return 0.0
     query = trajectory.query
     options = query.options or query.meta.get("options_for_scoring")

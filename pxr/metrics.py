@@ -1,12 +1,13 @@
 """Episode metrics for a set of rollouts (SPEC §5).
 
-- `episode_metrics(trajectories)`: accuracy, valid tool calls, op success, RaPR, mean ops, endings, broken down by
-  whether the item needs an op (notebook 20, after SFT).
 - `eval_metrics(records)`: what every evaluation reports (notebook 40), from scored per-item records
   (`Trajectory.record()` plus `score`): the score (accuracy or ANLS), RaPR, mean ops per answer, op error rate,
   ending reasons, and where the cue is known the zoom IoU with the cue box, the share of the cue the returned crop
   covers and the frame-selection recall; broken down into zoom-needed vs coarse items and per kind
   (`breakdown_rows`). Working from records, the figures can be recomputed from a saved `records.jsonl`.
+- `episode_metrics(trajectories)`: the same figures for in-process rollouts (notebooks 20 and 30, held out), plus
+  the valid-call rate. One vocabulary everywhere: `accuracy`, `rapr`, `mean_ops`, `op_error_rate`, `*_zoom_needed`,
+  `*_coarse`; RL's step log uses the same names under `pxr/`.
 
 Zoom boxes are compared with the cue in [0, 1] coordinates of input image 1: the box the model asked for (before the
 op's padding), carried through crops of crops to the input image it derives from.
@@ -34,34 +35,24 @@ def _call_is_valid(trajectory) -> bool:
 
 
 def episode_metrics(trajectories) -> dict[str, float]:
-    """Flat figures for `metrics.json`; `*_op_needed` figures cover items whose `meta["needs_op"]` is true."""
-    if not trajectories:
-        return {"episodes": 0}
-    needed = [t for t in trajectories if t.query.meta.get("needs_op")]
-    correct = [
-        t.query.answer is not None
-        and reward.is_correct(t.turns[-1].text if t.turns else "", t.query.answer, options=t.query.options)
-        and t.episode.ending == "answer"
+    """Notebooks 20 and 30's held-out figures in evaluation's vocabulary: `eval_metrics` of the trajectories scored
+    by the one correctness rule (`pxr.reward.answer_correct`), plus the share of zoom-needed items whose first call
+    is valid (`valid_call_rate_zoom_needed`)."""
+    records = [
+        {
+            **t.record(),
+            "score": float(
+                reward.answer_correct(
+                    t.episode.ending, t.turns[-1].text if t.turns else "", t.query.answer, options=t.query.options
+                )
+            ),
+        }
         for t in trajectories
     ]
-    requested = sum(t.episode.n_requested for t in trajectories)
-    executed = sum(t.episode.n_executed for t in trajectories)
-    endings = Counter(t.episode.ending for t in trajectories)
-    figures = {
-        "episodes": len(trajectories),
-        "accuracy": sum(correct) / len(trajectories),
-        "rapr": reward.pixel_reasoning_rate([t.episode.n_executed for t in trajectories]),
-        "mean_ops": executed / len(trajectories),
-        "op_success_rate": executed / requested if requested else 0.0,
-        "answered_share": endings["answer"] / len(trajectories),
-    }
+    figures = eval_metrics(records)
+    needed = [t for t in trajectories if t.query.meta.get("needs_op")]
     if needed:
-        figures["valid_tool_call_rate_op_needed"] = sum(map(_call_is_valid, needed)) / len(needed)
-        figures["rapr_op_needed"] = reward.pixel_reasoning_rate([t.episode.n_executed for t in needed])
-    coarse = [t for t in trajectories if t.query.meta.get("needs_op") is False]
-    if coarse:
-        figures["rapr_no_op_needed"] = reward.pixel_reasoning_rate([t.episode.n_executed for t in coarse])
-    figures.update({f"ending_{k}": v / len(trajectories) for k, v in sorted(endings.items())})
+        figures["valid_call_rate_zoom_needed"] = sum(map(_call_is_valid, needed)) / len(needed)
     return figures
 
 

@@ -355,6 +355,22 @@ def extract_answer(text: str, options: list[str] | None = None) -> str | None:
     return answer
 
 
+BARE_ANSWER_MAX_CHARS = 40  # a reply this short, on one line, with no \\boxed{} is read as the answer itself
+
+
+def final_answer(text: str, options: list[str] | None = None) -> str | None:
+    """The answer a final turn gives: `extract_answer`, else the whole reply when it is short and on one line
+    (a bare "3"). The one reading of an answer: the episode records it, the reward and every benchmark score it."""
+    answer = extract_answer(text, options)
+    if answer is not None:
+        return answer
+    bare = text.strip()
+    if not bare or "\n" in bare or len(bare) > BARE_ANSWER_MAX_CHARS:
+        return None
+    letter = choice_letter(bare, options) if options else None
+    return letter if letter is not None else bare
+
+
 def choice_letter(answer: str, options: list[str] | None = None) -> str | None:
     """The option letter an answer names: 'B', '(B)', 'B.', 'B) red', or the text of option B; else None."""
     text = answer.strip()

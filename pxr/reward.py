@@ -18,13 +18,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pxr.protocol import OPTION_LETTERS, choice_letter, extract_answer
+from pxr.protocol import BARE_ANSWER_MAX_CHARS, OPTION_LETTERS, choice_letter, final_answer
 
 KINDS = ("auto", "mc", "number", "text")
 REWARD_FORMS = ("paper", "released")
-# A bare response (no \boxed{}, no "answer is") is read as the answer only when it is this short: a long text with
-# no marked answer is a rollout that never answered.
-_BARE_ANSWER_MAX_CHARS = 40
+# Episodes the model ended itself by answering; one stopped by a limit, cut by a token budget or ended on a call
+# scores 0 (RL's r, SFT's and evaluation's accuracy alike: `answer_correct`).
+SCORED_ENDINGS = ("answer",)
 _REL_TOL = 1e-6
 # The released code scaled the bonus so a group's total curiosity never exceeds this ("maximum curiosity is 0.25").
 _RELEASED_CURIOSITY_SCALE = 0.25
@@ -118,7 +118,7 @@ def _numbers_in(text: str) -> list[float]:
 
 def _as_number(text: str) -> float | None:
     value = _strict_number(text)
-    if value is None and len(text) <= _BARE_ANSWER_MAX_CHARS:
+    if value is None and len(text) <= BARE_ANSWER_MAX_CHARS:
         # "3 cars", "There are 3.": a short answer whose only number is the count.
         found = _numbers_in(text)
         if len(found) == 1:
@@ -194,12 +194,9 @@ def is_correct(response: str, answer, kind: str = "auto", options: list[str] | N
     golds = _gold_values(answer)
     if not isinstance(response, str):
         return False
-    candidate = extract_answer(response, options)
+    candidate = final_answer(response, options)
     if candidate is None:
-        bare = response.strip()
-        if not bare or len(bare) > _BARE_ANSWER_MAX_CHARS or "\n" in bare:
-            return False
-        candidate = bare
+        return False
     for gold in golds:
         gold_kind = _auto_kind(gold, options) if kind == "auto" else kind
         gold_text = gold if isinstance(gold, str) else f"{gold:g}"
@@ -212,6 +209,14 @@ def is_correct(response: str, answer, kind: str = "auto", options: list[str] | N
         if matched:
             return True
     return False
+
+
+def answer_correct(ending: str | None, final_text: str, answer, *, options=None, kind: str = "auto") -> bool:
+    """The one correctness rule: the episode ended by answering (`SCORED_ENDINGS`) and its final turn matches
+    `answer` (`is_correct`). RL's r, the accuracy notebooks 20 and 30 report and evaluation's score all use it."""
+    return (
+        ending in SCORED_ENDINGS and answer is not None and is_correct(final_text, answer, kind=kind, options=options)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- shaping

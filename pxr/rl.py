@@ -1,22 +1,28 @@
 """Curiosity-driven RL (SPEC §4): TRL's `GRPOTrainer` with the visual-operation environment and pxr's reward.
 
-- Rollouts: TRL generates, parses each turn's tool call and runs it in `pxr.rl_env` (one `VisualEpisode` per rollout);
-  crops and frames reach the continued generation and the loss forward; observation tokens are out of the loss.
+- Rollouts: TRL generates; every turn that writes `<tool_call>` is answered by the rollout's `VisualEpisode`
+  exactly as evaluation answers it (`pxr.rl_env`: the turn is routed whole, cut at its first `</tool_call>`, where
+  generation stops as the rollout engine stops it); crops and frames reach the continued generation and the loss
+  forward; observation tokens are out of the loss. The episode's own limits (`max_ops`, `max_turns`, ...) end a
+  rollout, as in evaluation; what the model writes after a limit ended its episode is out of the loss.
 - Prompts: TRL renders tool schemas from the environment's method signatures, which cannot say everything
   `pxr.protocol` declares (`minItems`, `minimum`); `use_protocol_schemas` makes the processor render the protocol's
   schemas, so an RL prompt is token for token the SFT and evaluation prompt (tested).
-- Reward (`make_reward_function`): r' = r + α·curiosity + β·penalty from `pxr.reward.group_rewards`, on whole groups.
-  TRL puts the G rollouts of a query next to each other in the global batch (its advantages are taken over
-  `view(-1, G)` of the gathered rewards); with several processes a group can straddle two of them, so every process
-  gathers the per-rollout facts, computes the groups in that same order and keeps its own slice.
-- Filtering (`PixelReasonerGRPOTrainer`): groups whose rewards are all equal carry no signal and are removed from the
-  loss (their tokens leave the normalisation too), and truncated rollouts are masked when `mask_truncated`; both
-  are counted in the step log.
-- Logging: accuracy, RaPR, mean ops, op error rate, curiosity, penalty, filtered-group share, truncated share,
-  tool-call failure rate every step, through TRL's metrics, and to `steps.jsonl` in the run folder.
+- Reward (`make_reward_function`): r' = r + α·curiosity + β·penalty from `pxr.reward.group_rewards`, on whole groups,
+  r by the one correctness rule (`pxr.reward.answer_correct`). TRL puts the G rollouts of a query next to each other
+  in the global batch (its advantages are taken over `view(-1, G)` of the gathered rewards); with several processes
+  a group can straddle two of them, so every process gathers the per-rollout facts, computes the groups in that same
+  order and keeps its own slice. A rollout whose last observation TRL dropped (`max_completion_length`) is truncated.
+- Filtering (`PixelReasonerGRPOTrainer`): groups whose rewards are all equal carry no signal; they leave the loss
+  and its normaliser (for `grpo`/`dr_grpo`, whose normaliser counts rollouts, the loss is rescaled to the rollouts
+  kept: the released code's drop-and-refill, in expectation). Truncated rollouts are masked when `mask_truncated`.
+- Logging: accuracy, RaPR, mean ops, op error rate, curiosity, penalty, filtered-group share, truncated share every
+  step under `pxr/`, in `pxr.metrics`' vocabulary; TRL's `tools/*` figures are the episode's counts (TRL counts a
+  failure only when a tool raises, and the episode never raises); all to `steps.jsonl` in the run folder.
 
-Tests: tests/test_rl.py (reward path, filtering, 2 GRPO steps on the tiny model, crops in the loss forward),
-tests/test_rl_dist.py (2 CPU processes give the rewards of 1).
+Tests: tests/test_rl.py (reward path, filtering, GRPO steps on the tiny model, crops in the loss forward),
+tests/test_rl_routing.py (what the model receives for every kind of call, truncation, filtering's gradient),
+tests/test_rl_dist.py (2 CPU processes give the rewards of 1, and finish when their rollouts differ in turns).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 
 from pxr import protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
-from pxr.rl_env import environment_factory, rl_dataset
+from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
 
@@ -41,15 +47,18 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is
 
 
 def use_protocol_schemas(processor, variant: str = "pixel") -> None:
-    """Make `processor.apply_chat_template` render `protocol.tool_schemas(variant)` for tools given as callables."""
+    """Make `processor.apply_chat_template` render `protocol.tool_schemas(variant)`, in the protocol's order, for
+    tools given as callables (TRL lists an environment's methods alphabetically: `select_frames` first)."""
     if getattr(processor.apply_chat_template, "pxr_variant", None) == variant:
         return
     original = getattr(processor.apply_chat_template, "pxr_original", processor.apply_chat_template)
     schemas = {schema["function"]["name"]: schema for schema in protocol.tool_schemas(variant)}
+    order = {name: k for k, name in enumerate(schemas)}
 
     def apply_chat_template(*args, tools=None, **kwargs):
         if tools:
             tools = [schemas.get(getattr(tool, "__name__", None), tool) if callable(tool) else tool for tool in tools]
+            tools = sorted(tools, key=lambda t: order.get(t.get("function", {}).get("name"), len(order)))
         return original(*args, tools=tools, **kwargs)
 
     apply_chat_template.pxr_variant, apply_chat_template.pxr_original = variant, original
@@ -77,12 +86,14 @@ def _gather(items: list) -> list:
 
 
 def rollout_facts(environment, completion: list[dict], truncated: bool) -> dict[str, Any]:
-    """What the reward needs of one finished rollout: its correctness and its episode record."""
+    """What the reward needs of one finished rollout: its correctness and its episode record, from what reached the
+    model (the tool messages TRL kept in the completion)."""
     final = next((m for m in reversed(completion) if m.get("role") == "assistant"), None)
-    record = environment._close(final, truncated=truncated)
+    delivered = sum(m.get("role") == "tool" for m in completion)
+    record = environment._close(final, truncated=truncated, delivered=delivered)
     query = environment.query
     text = (final or {}).get("content") or ""
-    correct = record["ending"] == "answer" and reward.is_correct(text, query.answer, options=query.options)
+    correct = reward.answer_correct(record["ending"], text, query.answer, options=query.options)
     return {"qid": query.qid, "is_video": query.is_video, "correct": float(correct), "record": record}
 
 
@@ -116,7 +127,7 @@ def score_groups(facts: list[dict], group_size: int, reward_config: RewardConfig
                     "truncated": float(f["record"]["ending"] == "truncated"),
                     "ops": float(f["record"]["ops_executed"]),
                     "ops_requested": float(f["record"]["ops_requested"]),
-                    "ops_failed": float(f["record"]["ops_requested"] - f["record"]["ops_executed"]),
+                    "ops_failed": float(f["record"]["ops_failed"]),
                 }
             )
     return scored
@@ -130,6 +141,7 @@ def batch_metrics(scored: list[dict[str, float]], group_size: int) -> dict[str, 
         "accuracy": sum(s["correct"] for s in scored) / n,
         "rapr": sum(s["ops"] > 0 for s in scored) / n,
         "mean_ops": sum(s["ops"] for s in scored) / n,
+        "calls_per_rollout": requested / n,
         "op_error_rate": sum(s["ops_failed"] for s in scored) / requested if requested else 0.0,
         "curiosity_mean": sum(s["curiosity"] for s in scored) / n,
         "penalty_mean": sum(s["penalty"] for s in scored) / n,
@@ -142,8 +154,9 @@ def batch_metrics(scored: list[dict[str, float]], group_size: int) -> dict[str, 
 def make_reward_function(reward_config: RewardConfig, group_size: int, end_token_ids):
     """The reward TRL calls once per generation batch with every local rollout (`environments` included).
 
-    `end_token_ids`: tokens a finished completion ends with; a completion ending otherwise was cut by the length
-    limit and is truncated (reward 0, SPEC §4.1). The last call's per-rollout parts stay on `.last` for the trainer.
+    `end_token_ids`: tokens a turn may end with (end of turn, `</tool_call>`); a completion ending otherwise was cut
+    by the length limit and is truncated (reward 0, SPEC §4.1). The last call's per-rollout parts stay on `.last`
+    and the gathered batch's figures on `.last_batch`, for the trainer.
     """
     end_ids = set(end_token_ids)
 
@@ -160,12 +173,13 @@ def make_reward_function(reward_config: RewardConfig, group_size: int, end_token
         offset = rank * len(local)  # TRL gives every process the same number of rollouts
         mine = scored[offset : offset + len(local)]
         pixel_reasoner_reward.last = mine
+        pixel_reasoner_reward.last_batch = batch_metrics(scored, group_size)
         if log_metric is not None:
-            for name, value in batch_metrics(scored, group_size).items():
+            for name, value in pixel_reasoner_reward.last_batch.items():
                 log_metric(f"pxr/{name}", value)
         return [s["reward"] for s in mine]
 
-    pixel_reasoner_reward.last = []
+    pixel_reasoner_reward.last, pixel_reasoner_reward.last_batch = [], {}
     return pixel_reasoner_reward
 
 
@@ -207,13 +221,33 @@ def read_step_log(path) -> list[dict[str, Any]]:
     return entries
 
 
+# Loss aggregations whose normaliser counts rollouts, not tokens: masking a rollout leaves it in the denominator.
+ROLLOUT_NORMALISED_LOSSES = ("grpo", "dr_grpo")
+
+
+def mask_after_observation(tool_mask: list[int], completion_mask: list[int], observations: int) -> list[int]:
+    """`tool_mask` with every token after the `observations`-th observation (a run of 0s) set to 0: what the model
+    wrote after its episode ended, which evaluation never generates."""
+    masked, runs, inside = list(tool_mask), 0, False
+    for t, (tool, real) in enumerate(zip(tool_mask, completion_mask, strict=True)):
+        if not real:
+            continue
+        if tool == 0 and not inside:
+            runs, inside = runs + 1, True
+        elif tool == 1:
+            inside = False
+            if runs >= observations:
+                masked[t] = 0
+    return masked
+
+
 def _trainer_class():
     from trl import GRPOTrainer
 
     from pxr.checkpoints import FromPretrainedResume
 
     class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
-        """GRPO with pxr's group filtering and truncation masking (SPEC §4.1) on top of TRL's loss."""
+        """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (SPEC §4.1)."""
 
         def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
@@ -229,9 +263,28 @@ def _trainer_class():
                     fields[key] = torch.as_tensor(np.asarray(fields[key]))
             return prompt_ids, images, fields
 
+        def _tool_call_loop(self, prompts, *args, **kwargs):
+            # Every routed turn goes to its rollout's environment, whatever name TRL read (`pxr.rl_env`).
+            self._sync_tool_dicts = [EpisodeTools(environment) for environment in self.environments]
+            self._async_tool_dicts = [{} for _ in self.environments]
+            return super()._tool_call_loop(prompts, *args, **kwargs)
+
+        def _get_tool_suffix_ids(self, tool_messages):
+            suffix = super()._get_tool_suffix_ids(tool_messages)
+            if getattr(tool_messages[0]["content"], "needs_end_of_turn", False):
+                # Generation stopped at `</tool_call>`; the template closes the assistant turn before the tool turn.
+                suffix = [self._tokenizer.eos_token_id, *suffix]
+            return suffix
+
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
-            scored = self.reward_funcs[0].last
+            function = self.reward_funcs[0]
+            scored, figures = function.last, function.last_batch
+            mode = "train" if self.model.training else "eval"
+            # TRL counts a failed call only when a tool raises; the episode never raises: report its counts.
+            if self._metrics[mode]["tools/call_frequency"]:
+                self._metrics[mode]["tools/call_frequency"][-1] = figures["calls_per_rollout"]
+                self._metrics[mode]["tools/failure_frequency"][-1] = figures["op_error_rate"]
             keep = torch.tensor(
                 [
                     not (self.filter_uniform_groups and s["uniform_group"])
@@ -242,13 +295,29 @@ def _trainer_class():
                 dtype=output["completion_mask"].dtype,
             )
             tool_mask = output.get("tool_mask", torch.ones_like(output["completion_mask"]))
+            tool_mask = self._mask_after_episode_end(tool_mask, output["completion_mask"])
             output["tool_mask"] = tool_mask * keep[:, None]  # tool_mask only enters the loss mask
             loss_tokens = (output["completion_mask"] * output["tool_mask"]).sum()
             output["num_items_in_batch"] = self.accelerator.gather(loss_tokens).sum()
-            mode = "train" if self.model.training else "eval"
-            kept_share = self.accelerator.gather(keep.float().mean()).mean().item()
-            self._metrics[mode]["pxr/rollouts_in_loss_share"].append(kept_share)
+            kept = self.accelerator.gather(keep.float().sum().reshape(1)).sum()
+            total = self.accelerator.gather(torch.tensor([float(len(keep))], device=keep.device)).sum()
+            output["rollout_loss_scale"] = (total / kept).detach() if kept > 0 else kept * 0.0
+            self._metrics[mode]["pxr/rollouts_in_loss_share"].append((kept / total).item())
             return output
+
+        def _mask_after_episode_end(self, tool_mask, completion_mask):
+            rows = tool_mask.tolist()
+            for i, environment in enumerate(self.environments):
+                if environment.ended_at_turn is not None:
+                    rows[i] = mask_after_observation(rows[i], completion_mask[i].tolist(), environment.ended_at_turn)
+            return torch.tensor(rows, device=tool_mask.device, dtype=tool_mask.dtype)
+
+        def _compute_loss(self, model, inputs):
+            scale = inputs.get("rollout_loss_scale")
+            loss = super()._compute_loss(model, {k: v for k, v in inputs.items() if k != "rollout_loss_scale"})
+            if scale is not None and self.loss_type in ROLLOUT_NORMALISED_LOSSES:
+                loss = loss * scale  # the filtered rollouts leave the normaliser, as if dropped from the batch
+            return loss
 
     return PixelReasonerGRPOTrainer
 
@@ -261,11 +330,32 @@ def end_token_ids(processor, model) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def grpo_args(rl_config: RLConfig, output_dir) -> Any:
-    """TRL's `GRPOConfig` for an `RLConfig`."""
+def tool_call_close_id(processor) -> int | None:
+    """The token id of `</tool_call>` when it is one token (Qwen's tokenizers and the tiny model's), else None."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = tokenizer.encode(protocol.TOOL_CALL_CLOSE, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
+def stop_generation_kwargs(end_ids: list[int], close_id: int | None, *, use_vllm: bool) -> dict[str, Any]:
+    """Generation settings that end a turn at `</tool_call>` as the rollout engine of evaluation does (its stop
+    string), so a turn holds at most one call and nothing after it. vLLM takes it as a stop token (kept in the
+    output, as eos is); transformers' generate as one more eos id."""
+    if close_id is None:
+        return {}
+    if use_vllm:
+        return {"stop_token_ids": [close_id]}
+    return {"eos_token_id": [*end_ids, close_id]}
+
+
+def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig | None = None,
+              generation_kwargs: dict | None = None) -> Any:  # fmt: skip
+    """TRL's `GRPOConfig` for an `RLConfig`. The episode's limits end a rollout (TRL's cap on tool turns is set to
+    the episode's `max_turns`, which the episode reaches first)."""
     from trl import GRPOConfig
 
     c = rl_config
+    episode_config = episode_config or EpisodeConfig()
     return GRPOConfig(
         output_dir=str(output_dir),
         learning_rate=c.learning_rate,
@@ -286,9 +376,11 @@ def grpo_args(rl_config: RLConfig, output_dir) -> Any:
         loss_type=c.loss_type,
         scale_rewards=c.scale_rewards,
         max_completion_length=c.max_completion_length,
-        max_tool_calling_iterations=c.max_tool_calls,
+        max_tool_calling_iterations=episode_config.max_turns,
         mask_truncated_completions=False,  # pxr masks truncated rollouts itself (it also knows the episode limits)
         use_vllm=c.use_vllm,
+        vllm_importance_sampling_correction=c.vllm_importance_sampling_correction,
+        generation_kwargs=generation_kwargs or None,
         bf16=c.bf16,
         activation_checkpointing=c.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
@@ -298,6 +390,24 @@ def grpo_args(rl_config: RLConfig, output_dir) -> Any:
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+
+
+def check_generation_collectives(trainer, rl_config: RLConfig) -> None:
+    """Refuse sharded weights (DeepSpeed ZeRO-3, FSDP) without vLLM on several processes: every `generate` call then
+    gathers the shards with a collective, and processes whose rollouts take different numbers of tool turns make
+    different numbers of calls, so one waits for the others forever."""
+    if rl_config.use_vllm or trainer.accelerator.num_processes < 2:
+        return
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    zero3 = plugin is not None and getattr(plugin, "zero_stage", 0) == 3
+    if zero3 or getattr(trainer, "is_fsdp_enabled", False):
+        sharding = "DeepSpeed ZeRO-3" if zero3 else "FSDP"
+        raise ValueError(
+            f"{sharding} without vLLM can hang in RL: each generation round gathers the sharded weights on every "
+            "process, and rollouts that take different numbers of tool turns make different numbers of rounds. "
+            "Set use_vllm: true (colocate or server), or train with DDP or ZeRO-2 "
+            "(accelerate_config: configs/accelerate/ddp_8gpu.yaml)."
+        )
 
 
 def make_trainer(
@@ -325,16 +435,20 @@ def make_trainer(
     if rl_config.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("use_vllm needs vLLM installed (GPU servers); without it, set use_vllm: false")
     use_protocol_schemas(processor, episode_config.prompt)
+    ends, close = end_token_ids(processor, model), tool_call_close_id(processor)
+    route_tool_calls(getattr(processor, "tokenizer", processor), ends)
     peft_config = models.lora_config(rank=rl_config.lora_rank) if rl_config.lora_rank else None
     if rl_config.freeze_vision:
         freeze_vision_tower(model)
     model.train()
     output_dir = Path(output_dir)
-    reward_function = make_reward_function(reward_config, rl_config.num_generations, end_token_ids(processor, model))
-    return _trainer_class()(
+    reward_function = make_reward_function(reward_config, rl_config.num_generations, ends + ([close] if close else []))
+    args = grpo_args(rl_config, output_dir / "checkpoints", episode_config=episode_config,
+                     generation_kwargs=stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm))  # fmt: skip
+    trainer = _trainer_class()(
         model=model,
         reward_funcs=[reward_function],
-        args=grpo_args(rl_config, output_dir / "checkpoints"),
+        args=args,
         train_dataset=rl_dataset(list(queries)),
         processing_class=processor,
         peft_config=peft_config,
@@ -343,6 +457,8 @@ def make_trainer(
         filter_uniform_groups=rl_config.filter_uniform_groups,
         mask_truncated=rl_config.mask_truncated,
     )
+    check_generation_collectives(trainer, rl_config)
+    return trainer
 
 
 def train(trainer):

@@ -53,16 +53,6 @@ def anls(prediction: str | None, golds, *, threshold: float = ANLS_THRESHOLD) ->
     return best
 
 
-def final_answer(response: str, options: list[str] | None = None) -> str | None:
-    """The answer a response gives (`\\boxed{}` or "answer is"), or the whole response when it is short and bare."""
-    answer = protocol.extract_answer(response, options)
-    if answer is None:
-        bare = response.strip()
-        if bare and "\n" not in bare and len(bare) <= reward._BARE_ANSWER_MAX_CHARS:
-            answer = bare
-    return answer
-
-
 def score_response(response: str, answer, kind: str = "auto", options: list[str] | None = None) -> float:
     """The score of a final response: 1.0 / 0.0 for mc, number, text and auto (see `pxr.reward.is_correct`), the
     ANLS for "anls". Never raises on the response; an unknown `kind` is a ValueError."""
@@ -72,5 +62,5 @@ def score_response(response: str, answer, kind: str = "auto", options: list[str]
         return 0.0
     if kind == "anls":
         golds = answer if isinstance(answer, (list, tuple)) else [answer]
-        return anls(final_answer(response, options), [str(g) for g in golds])
+        return anls(protocol.final_answer(response, options), [str(g) for g in golds])
     return float(reward.is_correct(response, answer, kind=kind, options=options))

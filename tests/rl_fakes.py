@@ -11,11 +11,12 @@ class FakeEnvironment:
         self.record = {
             "ops_requested": executed if requested is None else requested,
             "ops_executed": executed,
+            "ops_failed": (executed if requested is None else requested) - executed,
             "last_op_failed_unfixed": False,
             "ending": ending,
         }
 
-    def _close(self, final, truncated=False):
+    def _close(self, final, truncated=False, delivered=None):
         return {**self.record, "ending": "truncated" if truncated else self.record["ending"]}
 
 

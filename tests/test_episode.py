@@ -193,8 +193,14 @@ def test_answer_turn_ends_the_episode(episode):
 
 
 def test_turn_without_call_or_answer_ends_as_no_answer(episode):
-    assert episode.step("I am not sure.") is None
+    assert episode.step("I looked at the image for a while.\nI am not sure what the digit is.") is None
     assert episode.ending == "no_answer" and episode.answer is None
+
+
+def test_a_short_bare_reply_is_the_answer(episode):
+    """The one reading of an answer (`protocol.final_answer`): RL, SFT's check and evaluation all take "3" as 3."""
+    assert episode.step("3") is None
+    assert episode.ending == "answer" and episode.answer == "3"
 
 
 def test_multiple_choice_answers_are_read_as_letters():

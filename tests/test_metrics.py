@@ -26,12 +26,26 @@ def test_figures_count_what_happened():
         rollout(["It is blue. \\boxed{blue}"], needs_op=False, answer="blue"),
     ]
     m = episode_metrics(trajectories)
-    assert m["episodes"] == 4 and m["accuracy"] == 0.75
-    assert m["rapr"] == 0.25 and m["mean_ops"] == 0.25 and m["op_success_rate"] == 0.5
-    assert abs(m["valid_tool_call_rate_op_needed"] - 1 / 3) < 1e-9
-    assert abs(m["rapr_op_needed"] - 1 / 3) < 1e-9 and m["rapr_no_op_needed"] == 0.0
-    assert m["answered_share"] == 1.0 and m["ending_answer"] == 1.0
-    assert episode_metrics([]) == {"episodes": 0}
+    assert m["items"] == 4 and m["accuracy"] == 0.75
+    assert m["rapr"] == 0.25 and m["mean_ops"] == 0.25 and m["op_error_rate"] == 0.5
+    assert abs(m["valid_call_rate_zoom_needed"] - 1 / 3) < 1e-9
+    assert abs(m["rapr_zoom_needed"] - 1 / 3) < 1e-9 and m["rapr_coarse"] == 0.0
+    assert m["ending_answer"] == 1.0
+    assert episode_metrics([]) == {"items": 0}
+
+
+def test_one_vocabulary_for_training_and_evaluation():
+    """Notebooks 20/30 (episode_metrics) and 40 (eval_metrics) name the same figures the same way, and a bare
+    reply is an answer in both."""
+    from pxr.metrics import eval_metrics
+    from pxr.reward import answer_correct
+
+    trajectories = [rollout([ZOOM, "7"]), rollout(["3"], needs_op=False, answer="3")]
+    ours = episode_metrics(trajectories)
+    records = [{**t.record(), "score": float(answer_correct(t.episode.ending, t.turns[-1].text, t.query.answer))}
+               for t in trajectories]  # fmt: skip
+    assert {k: v for k, v in ours.items() if k != "valid_call_rate_zoom_needed"} == eval_metrics(records)
+    assert ours["accuracy"] == 1.0 and ours["accuracy_zoom_needed"] == 1.0 and ours["accuracy_coarse"] == 1.0
 
 
 def test_box_iou_literals():

@@ -58,12 +58,14 @@ def test_tools_are_only_the_ops():
                 and callable(getattr(rl_env.TextEnvironment, n))]  # fmt: skip
 
 
-def test_close_counts_an_unparsed_call_and_truncation(smoke):
+def test_an_unparsed_call_is_an_episode_turn_and_truncation_ends_it(smoke):
     root, queries = smoke
     env = environment(root)
     env.reset(**rl_env.rl_rows(queries[:1])[0])
-    record = env._close({"role": "assistant", "content": 'Zoom.\n<tool_call>\n{"name": "zoom_in", "argu\n</tool_call>'})
-    assert (record["ops_requested"], record["ops_executed"], record["ending"]) == (1, 0, "no_answer")
+    observation = env._take_turn('Zoom.\n<tool_call>\n{"name": "zoom_in", "argu\n</tool_call>')
+    assert observation[0]["text"].startswith("Execution error: the tool call is not valid JSON")
+    record = env._close({"role": "assistant", "content": "It is \\boxed{3}."}, delivered=1)
+    assert (record["ops_requested"], record["ops_executed"], record["ending"]) == (1, 0, "answer")
     env.reset(**rl_env.rl_rows(queries[:1])[0])
     assert env._close({"role": "assistant", "content": "It is \\boxed{3"}, truncated=True)["ending"] == "truncated"
 
@@ -85,7 +87,8 @@ def test_pixel_reasoner_v1_is_refused_for_training(tmp_path):
 
 
 def test_rl_prompt_is_the_protocol_prompt(smoke, tiny_dir):
-    """What TRL renders (system text + the env's tools, user turn from reset) equals the rollout engine's tokens."""
+    """What TRL renders (system text + the env's tools, listed alphabetically as TRL does, user turn from reset)
+    equals the rollout engine's tokens."""
     root, queries = smoke
     _, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu")
     env = environment(root)
@@ -93,7 +96,7 @@ def test_rl_prompt_is_the_protocol_prompt(smoke, tiny_dir):
     prompt = row["prompt"][:-1] + [{"role": "user", "content": env.reset(**row)}]
     rl.use_protocol_schemas(processor, "pixel")
     trl_ids = processor.apply_chat_template(
-        [prompt], tools=[env.zoom_in, env.select_frames], add_generation_prompt=True, tokenize=True, return_dict=True
+        [prompt], tools=[env.select_frames, env.zoom_in], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"][0]
     trajectory = start_trajectory(data.query_from_rl(queries[0], root), EPISODE)
     text = processor.apply_chat_template(trajectory.messages(), add_generation_prompt=True, tokenize=False)

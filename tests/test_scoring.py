@@ -2,7 +2,8 @@
 
 import pytest
 
-from pxr.scoring import anls, final_answer, levenshtein, score_response
+from pxr.protocol import final_answer
+from pxr.scoring import anls, levenshtein, score_response
 
 OPTIONS = ["red", "green", "blue", "yellow"]
 
