@@ -8,8 +8,8 @@ assistant turns that call a wrong op (the paper's rule, not the released code's 
 
 `save_model` writes a trained model as a self-contained folder `pxr.models.load_model` reads (LoRA merged into the
 weights); `save_model_at_epochs` in `make_trainer` also writes one at the end of chosen epochs, `<run>/model_epoch<N>`
-beside the final `<run>/model`: the paper's RL starts from the warm-start model after about one epoch, not from the
-end of SFT (the released recipe: checkpoint-246 of a 5-epoch run).
+beside the final `<run>/model`: the released recipe starts RL from the warm-start model after about one epoch
+(checkpoint-246 of a 5-epoch run; the paper does not say), not from the end of SFT.
 
 Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume, a finished
 run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable, distinct from the final one, kept across

@@ -1,7 +1,7 @@
 """pxr.sft epoch models (`save_model_at_epochs`): the model at the end of epoch 1 is saved as a self-contained folder
 that `pxr.models.load_model` reads, it is the model of that moment (not the final one), and resuming neither writes
-it again nor skips it; with LoRA it is merged while training goes on with the adapters. The paper's RL starts from
-this ~1-epoch warm-start model (params/30_train_rl/paper.yaml)."""
+it again nor skips it; with LoRA it is merged while training goes on with the adapters. The released recipe starts RL
+from this ~1-epoch warm-start model (params/30_train_rl/paper.yaml)."""
 
 import pytest
 import torch
