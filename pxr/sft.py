@@ -6,17 +6,27 @@ pixels RL rollouts and evaluation show (the stored observation JPEGs are only fo
 covers the tokens of trainable assistant turns only: never observations, system or user text, and never the
 assistant turns that call a wrong op (the paper's rule, not the released code's "last two turns").
 
+`save_model` writes a trained model as a self-contained folder `pxr.models.load_model` reads (LoRA merged into the
+weights); `save_model_at_epochs` in `make_trainer` also writes one at the end of chosen epochs, `<run>/model_epoch<N>`
+beside the final `<run>/model`: the released recipe starts RL from the warm-start model after about one epoch
+(checkpoint-246 of a 5-epoch run; the paper does not say), not from the end of SFT.
+
 Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume, a finished
-run re-run, LoRA resume); tests/test_launch.py for the launched path (pxr.sft_job).
+run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable, distinct from the final one, kept across
+resume, LoRA merged); tests/test_launch.py for the launched path (pxr.sft_job).
 """
 
 from __future__ import annotations
 
+import copy
+import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers import TrainerCallback
 
 from pxr import data, protocol
 from pxr.config import EpisodeConfig
@@ -328,6 +338,7 @@ def make_trainer(
     freeze_vision: bool = True,
     max_length: int | None = None,
     answer_loss_weight: float = 0.0,
+    save_model_at_epochs=(),
     **settings,
 ):
     """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
@@ -342,7 +353,11 @@ def make_trainer(
     the mean over all trained tokens (0: plain SFT, the paper's). A from-scratch model needs it to learn to read
     (outputs/LOG.md, 2026-11-24): in the plain mean the one answer token among the turn's trivially learned format
     tokens left a small model at chance on a large plain digit after 600 steps, and weight 1 taught it in 300.
+
+    `save_model_at_epochs` (e.g. [1]): at the end of each of these epochs, `save_model` writes the model to
+    `epoch_model_dir(run, N)`, where the run folder is the parent of the checkpoints' `output_dir` (`EpochModelSaver`).
     """
+    epochs = check_epochs(save_model_at_epochs)
     if answer_loss_weight < 0:
         raise ValueError(f"answer_loss_weight must be >= 0, got {answer_loss_weight}")
     if answer_loss_weight and any("input_ids" in e and "answer_mask" not in e for e in examples):
@@ -367,7 +382,112 @@ def make_trainer(
         processing_class=processor,
     )
     trainer.answer_loss_weight = answer_loss_weight
+    if epochs:
+        trainer.add_callback(EpochModelSaver(trainer, processor, epochs, Path(args.output_dir).parent))
     return trainer
+
+
+# ----------------------------------------------------------------------------------------------- saving models
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "merge_and_unload")
+
+
+def save_model(trainer, processor, model_dir, *, keep_training: bool = False) -> Path:
+    """The trainer's model as a self-contained folder that `pxr.models.load_model` reads: full weights and the
+    processor. LoRA adapters are merged into the weights (RL and evaluation load plain checkpoints; the adapters stay
+    in the checkpoints for resuming); `keep_training` merges a copy, so training can go on with the adapters.
+
+    Every process must call it: under ZeRO-3 `trainer.save_model` gathers the shards; only the main process writes.
+    The folder is written under another name and renamed when complete, so a folder that exists is whole."""
+    model_dir = Path(model_dir)
+    partial = model_dir.with_name(model_dir.name + ".partial")
+    main = trainer.is_world_process_zero()
+    if main and partial.exists():
+        shutil.rmtree(partial)  # left by an interrupted save
+    if _is_peft(trainer.model):
+        if main:
+            model = copy.deepcopy(trainer.model) if keep_training else trainer.model
+            model.merge_and_unload().save_pretrained(str(partial))
+    else:
+        trainer.save_model(str(partial))
+    if main:
+        processor.save_pretrained(str(partial))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)  # an earlier save of the same run, replaced by this one
+        partial.rename(model_dir)
+    return model_dir
+
+
+def epoch_model_dir(run_dir, epoch: int) -> Path:
+    """Where the model saved at the end of `epoch` goes: `<run>/model_epoch<N>`, beside the final `<run>/model`."""
+    return Path(run_dir) / f"model_epoch{epoch}"
+
+
+def epoch_models(run_dir, epochs) -> dict[int, Path]:
+    """The epoch models of `epochs` that exist under `run_dir` (an epoch the run did not finish has none)."""
+    return {e: epoch_model_dir(run_dir, e) for e in check_epochs(epochs) if epoch_model_dir(run_dir, e).is_dir()}
+
+
+def check_epochs(epochs) -> tuple[int, ...]:
+    """`save_model_at_epochs` as sorted distinct epochs; ValueError unless whole numbers >= 1."""
+    epochs = list(epochs or ())
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs):
+        raise ValueError(f"save_model_at_epochs must list whole epochs >= 1 (e.g. [1]), got {epochs}")
+    return tuple(sorted(set(epochs)))
+
+
+def _epoch_end(epoch: float | None) -> int | None:
+    """The epoch just finished when the state's fractional epoch is a whole number (a run stopped by max_steps
+    mid-epoch has not finished its epoch), else None."""
+    if epoch is None or epoch < 1 or abs(epoch - round(epoch)) > 1e-6:
+        return None
+    return round(epoch)
+
+
+class EpochModelSaver(TrainerCallback):
+    """A `TrainerCallback` that saves the model (`save_model`, LoRA merged) at the end of the given epochs.
+
+    A model already saved is kept (a resumed or re-run run does not write it again). On resume from a checkpoint
+    taken at such an epoch's end whose model is missing (interrupted between the two saves), it is saved from the
+    checkpoint's weights; a missing one from an epoch before the checkpoint cannot be made again, and is warned about.
+    """
+
+    def __init__(self, trainer, processor, epochs, run_dir):
+        self.trainer, self.processor = trainer, processor
+        self.epochs, self.run_dir = check_epochs(epochs), Path(run_dir)
+        self.saved: dict[int, Path] = {}
+
+    def _save(self, epoch: int) -> None:
+        self.saved[epoch] = save_model(
+            self.trainer, self.processor, epoch_model_dir(self.run_dir, epoch), keep_training=True
+        )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.num_train_epochs and self.epochs[-1] > state.num_train_epochs:
+            warnings.warn(
+                f"save_model_at_epochs {list(self.epochs)}: the run trains {state.num_train_epochs} epochs, so no "
+                f"model_epoch{self.epochs[-1]} will be saved",
+                stacklevel=2,
+            )
+        finished = _epoch_end(state.epoch) if state.global_step else None
+        for epoch in self.epochs:
+            if epoch_model_dir(self.run_dir, epoch).is_dir():
+                continue
+            if epoch == finished:  # the checkpoint's weights are this epoch's end
+                self._save(epoch)
+            elif state.global_step and state.epoch and state.epoch > epoch:
+                warnings.warn(
+                    f"{epoch_model_dir(self.run_dir, epoch)} is missing and cannot be made again: the run resumes "
+                    f"from epoch {state.epoch:.2f}; retrain from scratch (delete the checkpoints) to get it",
+                    stacklevel=2,
+                )
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = _epoch_end(state.epoch)
+        if epoch in self.epochs and not epoch_model_dir(self.run_dir, epoch).is_dir():
+            self._save(epoch)
 
 
 def train(trainer):

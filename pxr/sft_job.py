@@ -3,7 +3,8 @@ run as a JSON-able dict, `launch_sft` hands it to `pxr.launch`, and `python -m p
 `accelerate launch` process runs: load, replay, train (resuming from the last checkpoint), save.
 
 Every process replays and tokenizes the trajectories itself (deterministic, so their examples agree), and the
-Trainer shards the batches across processes. Only the main process saves the final model and writes the result.
+Trainer shards the batches across processes. Every process takes part in saving the final and epoch models
+(`pxr.sft.save_model`: ZeRO-3 gathers the weights); only the main process writes them and the result.
 
 Tests: tests/test_launch.py (two CPU processes on gloo train the tiny model and save it).
 """
@@ -29,12 +30,15 @@ def sft_job(
     lora_rank: int = 0,
     freeze_vision: bool = True,
     answer_loss_weight: float = 0.0,
+    save_model_at_epochs=(),
     **settings,
 ) -> dict:
     """The job: model, data, episode budgets, where checkpoints (`output_dir/checkpoints`) and the final model
-    (`output_dir/model`) go, and `sft.training_arguments` settings (learning_rate, max_steps, bf16, ...)."""
+    (`output_dir/model`) go, the epochs whose end also saves a model (`output_dir/model_epoch<N>`, see
+    `pxr.sft.make_trainer`), and `sft.training_arguments` settings (learning_rate, max_steps, bf16, ...)."""
     output_dir = Path(output_dir)
     return {
+        "save_model_at_epochs": list(sft.check_epochs(save_model_at_epochs)),
         "model_name_or_path": str(model_name_or_path),
         "data_dir": str(data_dir),
         "checkpoint_dir": str(output_dir / "checkpoints"),
@@ -48,7 +52,8 @@ def sft_job(
 
 
 def launch_sft(job: dict, *, accelerate_config: str | Path = "", num_processes: int = 0, **kwargs) -> dict:
-    """Run `job` under `accelerate launch`; returns the result (model_dir, last_checkpoint, global_step, losses)."""
+    """Run `job` under `accelerate launch`; returns the result (model_dir, last_checkpoint, global_step, losses,
+    epoch_models)."""
     work_dir = Path(job["checkpoint_dir"]).parent / "launch"
     return launch.launch(
         MODULE, job, work_dir, accelerate_config=accelerate_config, num_processes=num_processes, **kwargs
@@ -73,6 +78,7 @@ def run(job: dict) -> dict:
     records, report = data.read_jsonl(data_dir / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     # Arguments first: under a DeepSpeed ZeRO-3 launch they make from_pretrained load the weights sharded.
     settings = job["training"]
+    epochs = job.get("save_model_at_epochs", [])
     args = sft.training_arguments(job["checkpoint_dir"], **settings)
     args.disable_tqdm = True  # one plain line per logged step: a progress bar in a streamed log is noise
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -92,28 +98,22 @@ def run(job: dict) -> dict:
         lora=models.lora_config(rank=job["lora_rank"]) if job["lora_rank"] else None,
         freeze_vision=job["freeze_vision"],
         answer_loss_weight=job.get("answer_loss_weight", 0.0),
+        save_model_at_epochs=epochs,
     )
     if launch.is_main_process():
         print(f"[pxr.sft_job] {len(examples)} trajectories ({report}), {args.world_size} processes", flush=True)
     output = sft.train(trainer)
     model_dir = Path(job["model_dir"])
     finished_before = "resumed" in output.metrics and (model_dir / "config.json").exists()
-    if not finished_before and job["lora_rank"]:
-        # A merged model, so evaluation and RL load model_dir like any checkpoint (the adapters stay in the
-        # checkpoints for resuming).
-        if trainer.is_world_process_zero():
-            trainer.model.merge_and_unload().save_pretrained(str(model_dir))
-            processor.save_pretrained(str(model_dir))
-    elif not finished_before:
-        trainer.save_model(str(model_dir))  # every process calls it: under ZeRO-3 the weights are gathered
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(str(model_dir))
+    if not finished_before:
+        sft.save_model(trainer, processor, model_dir)  # every process calls it: under ZeRO-3 the weights are gathered
     from transformers.trainer_utils import get_last_checkpoint
 
     return {
         "model_dir": str(model_dir),
         "last_checkpoint": get_last_checkpoint(job["checkpoint_dir"]),
         "global_step": trainer.state.global_step,
+        "epoch_models": {e: str(path) for e, path in sft.epoch_models(model_dir.parent, epochs).items()},
         "world_size": args.world_size,
         "train_seconds": output.metrics.get("train_runtime"),
         "losses": [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h],

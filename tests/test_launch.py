@@ -81,10 +81,14 @@ def test_two_cpu_processes_train_the_tiny_model_and_save_it(tmp_path):
     job = sft_job.sft_job(
         model_dir, synth_dir, tmp_path / "run", EPISODE,
         learning_rate=1e-3, max_steps=2, per_device_train_batch_size=1, warmup_ratio=0.0, save_steps=100,
+        save_model_at_epochs=[1],
     )  # fmt: skip
     lines = []
     result = sft_job.launch_sft(job, num_processes=2, env=child_env(), echo=lines.append)
     assert result["world_size"] == 2 and result["global_step"] == 2
+    # 4 trajectories over 2 processes at batch 1: step 2 ends epoch 1, whose model both processes saved together
+    assert result["epoch_models"] == {"1": str(tmp_path / "run" / "model_epoch1")}
+    assert (tmp_path / "run" / "model_epoch1" / "model.safetensors").exists()
     assert any("2 processes" in line for line in lines)
     assert Path(result["last_checkpoint"]).name == "checkpoint-2"
     assert [step for step, _ in result["losses"]] == [1, 2]
