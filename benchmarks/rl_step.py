@@ -200,6 +200,10 @@ class TimedReward:
     def last(self):
         return self.function.last
 
+    @property
+    def last_batch(self):
+        return getattr(self.function, "last_batch", {})
+
 
 if __name__ == "__main__":
     main()
