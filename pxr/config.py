@@ -51,6 +51,7 @@ class EpisodeConfig:
     video_num_frames: int = 16  # frames sampled uniformly when a video is given as a file
     patch_factor: int = ops.QWEN25_PATCH_FACTOR  # budgets are rounded to this grid (28 for Qwen2.5-VL)
     blank_observations: bool = False  # eval control: ops execute but return blank images of the same size
+    video_input: str = "frames"  # frames (numbered images) | video (one video item: pixel-reasoner-v1) | auto
 
     def __post_init__(self):
         protocol.check_variant(self.prompt)
@@ -71,6 +72,13 @@ class EpisodeConfig:
             lo, hi = getattr(self, f"{kind}_min_pixels"), getattr(self, f"{kind}_max_pixels")
             if not 0 < lo <= hi:
                 raise ValueError(f"{kind}_min_pixels ({lo}) must be positive and <= {kind}_max_pixels ({hi})")
+        if self.video_input not in (*protocol.VIDEO_INPUTS, "auto"):
+            raise ValueError(f"video_input must be frames, video or auto, got {self.video_input!r}")
+        if self.video_input == "video" and self.prompt != "pixel-reasoner-v1":
+            raise ValueError(
+                "video_input 'video' belongs to prompt pixel-reasoner-v1 (the released format); pxr's prompts "
+                "number the frames: use frames"
+            )
         if self.video_frame_max_pixels < self.frame_min_pixels:
             raise ValueError("video_frame_max_pixels must be >= frame_min_pixels")
 

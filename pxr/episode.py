@@ -187,7 +187,9 @@ class VisualEpisode:
         tools): the same limits, records and observations as a call written in the text of `step`. Never raises;
         after the episode has ended it returns an error observation."""
         if self.done:
-            return Observation(False, protocol.error_observation_text("the episode has ended; give your answer."))
+            return Observation(
+                False, protocol.error_observation_text("the episode has ended; give your answer.", self.config.prompt)
+            )
         self.turns += 1
         return self._run_call(lambda: protocol.ToolCall(str(name), dict(arguments or {})))
 
@@ -230,7 +232,7 @@ class VisualEpisode:
 
     def _fail(self, record, message) -> Observation:
         record["error"] = message
-        return Observation(False, protocol.error_observation_text(message))
+        return Observation(False, protocol.error_observation_text(message, self.config.prompt))
 
     def _refuse(self, record, reason, message) -> Observation:
         self.finish("limit", reason)
@@ -276,6 +278,8 @@ class VisualEpisode:
     def _zoom(self, args) -> list[ImageEntry] | None:
         n = len(self.entries)
         target = ops.as_int(args.get("target_image", 1))
+        if target is not None and self._released_video_numbering():
+            target = self._released_video_target(target)
         if target is None or not 1 <= target <= n:
             raise ops.OpError(
                 f"target_image must be an image number from 1 to {n}, got {ops.brief(args.get('target_image'))}."
@@ -310,6 +314,20 @@ class VisualEpisode:
             )
         ]
 
+    def _released_video_numbering(self) -> bool:
+        return self.config.prompt == "pixel-reasoner-v1" and self.is_video and len(self.entries) > self.n_inputs
+
+    def _released_video_target(self, target: int) -> int:
+        """The released numbering of a video episode once an op returned images: 1 was the whole video and k >= 2
+        the (k-1)-th returned image (what its frame message announces, off by one); as pxr's image number."""
+        outputs = len(self.entries) - self.n_inputs
+        if not 2 <= target <= outputs + 1:
+            raise ops.OpError(
+                f"target_image must be from 2 to {outputs + 1} here (1 is the whole video, 2 and up the images "
+                f"operations returned), got {target}."
+            )
+        return self.n_inputs + target - 1
+
     def _select(self, args) -> list[ImageEntry] | None:
         frames = [self.source(k) for k in range(1, self.n_inputs + 1)]
         picked = ops.select_frames(frames, args["target_frames"], max_frames=self.config.max_selected_frames)
@@ -335,7 +353,7 @@ class VisualEpisode:
         if new[0].origin == "zoom":
             return protocol.zoom_observation_text(variant, new[0].number, new[0].parent, new[0].shown.size)
         return protocol.frames_observation_text(
-            variant, [e.number for e in new], [e.frame for e in new], new[0].shown.size
+            variant, [e.number for e in new], [e.frame for e in new], new[0].shown.size, video_frames=self.n_inputs
         )
 
     # ------------------------------------------------------------------------------------------------ record

@@ -92,12 +92,13 @@ RELEASED_CROP_SCHEMA = {
         "parameters": {
             "type": "object",
             "properties": {
+                # Key order as released (type, description, items): `tojson` keeps it, and it is in the tokens.
                 "bbox_2d": {
                     "type": "array",
-                    "items": {"type": "number"},
                     "description": (
                         "coordinates for bounding box of the area you want to zoom in. Values should be within [0.0,1.0]."
                     ),
+                    "items": {"type": "number"},
                 },
                 "target_image": {
                     "type": "number",
@@ -193,9 +194,10 @@ def format_options(options: list[str]) -> str:
 
 
 def user_text(question: str, options: list[str] | None = None, variant: str = "pixel") -> str:
-    """The text that follows the visual input in the user turn: question, options, guideline."""
+    """The text that follows the visual input in the user turn: question, options, guideline. The released prompt
+    took the question verbatim (surrounding whitespace and any literal `<image>` included); pxr's variants strip it."""
     check_variant(variant)
-    body = question.strip()
+    body = question if variant == "pixel-reasoner-v1" else question.strip()
     if options:
         body += "\nOptions:\n" + format_options(options)
     return body + _GUIDELINE_SEPARATOR[variant] + GUIDELINES[variant]
@@ -217,24 +219,36 @@ def _numbers(numbers: list[int]) -> str:
 
 
 def zoom_observation_text(variant: str, new_number: int, source_number: int, size: tuple[int, int]) -> str:
-    """The line that accompanies a returned crop; it names the number `target_image` will accept for it."""
+    """The line that accompanies a returned crop; it names the number `target_image` will accept for it.
+
+    Under `pixel-reasoner-v1` it is the released line, leading newline included (the released rollout put it there
+    because the observation is a plain user turn right after `<|im_start|>user\n`), and it names no number."""
     if variant == "pixel-reasoner-v1":
-        return f"Here is the cropped image (Image Size: {_size(size)}):"
+        return f"\nHere is the cropped image (Image Size: {_size(size)}):"
     return f"Here is {_numbers([new_number])}: the zoomed region of image {source_number} ({_size(size)} px)."
 
 
-def frames_observation_text(variant: str, new_numbers: list[int], frames: list[int], size: tuple[int, int]) -> str:
-    """The line that accompanies selected frames, naming their new image numbers."""
+def frames_observation_text(
+    variant: str, new_numbers: list[int], frames: list[int], size: tuple[int, int], *, video_frames: int = 0
+) -> str:
+    """The line that accompanies selected frames, naming their new image numbers.
+
+    Under `pixel-reasoner-v1` it is the released line. Its quirk is kept because the released models were trained
+    on it: the released code counted positions in a list whose entry 1 is the whole video (`video_frames` frames
+    here), so it announces "Numbered a to b" with a = 1 for the first selection, while cropping those frames takes
+    `target_image` a + 1 .. b + 1 (the episode maps that under this variant)."""
     if variant == "pixel-reasoner-v1":
-        return (
-            f"Here are the selected frames (Frame Size: {_size(size)}, Numbered {new_numbers[0]} to {new_numbers[-1]}):"
-        )
+        start, end = new_numbers[0] - video_frames, new_numbers[-1] - video_frames
+        return f"\nHere are the selected frames (Frame Size: {_size(size)}, Numbered {start} to {end}):"
     frame_list = ", ".join(map(str, frames))
     noun = "frame" if len(frames) == 1 else "frames"
     return f"Here {'is' if len(frames) == 1 else 'are'} {_numbers(new_numbers)}: video {noun} {frame_list} ({_size(size)} px)."
 
 
-def error_observation_text(message: str) -> str:
+def error_observation_text(message: str, variant: str = "pixel") -> str:
+    """What a failed call returns. The released format wraps the message in newlines: "\nExecution error:\n{msg}\n"."""
+    if variant == "pixel-reasoner-v1":
+        return f"\nExecution error:\n{message}\n"
     return f"Execution error: {message}"
 
 
@@ -382,16 +396,33 @@ def _norm(s: str) -> str:
 # ----------------------------------------------------------------------------------------------- conversations
 
 
-def user_content(question: str, n_images: int, *, is_video: bool = False, options=None, variant: str = "pixel"):
-    """The first user turn's content: the visual input as image placeholders, then the question and guideline.
-    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4)."""
-    if is_video:
+VIDEO_INPUTS = ("frames", "video")
+
+
+def user_content(
+    question: str, n_images: int, *, is_video: bool = False, options=None, variant: str = "pixel", video_input="frames"
+):
+    """The first user turn's content: the visual input as placeholders, then the question and guideline.
+
+    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4). With
+    `video_input="video"` (the released format, where a processor with a video processor is at hand) the video is
+    one video item instead, as the released models saw it; its frames then go to the processor as one video."""
+    if video_input not in VIDEO_INPUTS:
+        raise ValueError(f"video_input must be one of {', '.join(VIDEO_INPUTS)}, got {video_input!r}")
+    if is_video and video_input == "video":
+        content = [{"type": "video"}]
+    elif is_video:
         content = []
         for k in range(1, n_images + 1):
             content += [{"type": "text", "text": f"Frame {k}:"}, {"type": "image"}]
     else:
         content = [{"type": "image"} for _ in range(n_images)]
     return content + [{"type": "text", "text": user_text(question, options, variant)}]
+
+
+# How Qwen's tool template renders a `tool` turn (TRL's qwen3_vl template): inside the user turn, the content
+# between these two strings. A backend that cannot send `tool` turns sends this as a user turn's content.
+TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE = "<tool_response>\n", "\n</tool_response>"
 
 
 def observation_message(text: str, n_images: int, variant: str = "pixel") -> dict:
@@ -402,14 +433,37 @@ def observation_message(text: str, n_images: int, variant: str = "pixel") -> dic
     return {"role": role, "content": [{"type": "text", "text": text}] + [{"type": "image"}] * n_images}
 
 
-def build_messages(question: str, n_inputs: int, turns, *, is_video=False, options=None, variant="pixel") -> list[dict]:
+def as_user_turn(message: dict) -> dict:
+    """A `tool` turn as the `user` turn the template renders it to (`<tool_response>` wrapper in the text), for
+    chat APIs whose `tool` role cannot carry images; other turns are returned as they are. Rendering either gives the
+    same tokens, as long as observations are not two `tool` turns in a row (pxr never makes such)."""
+    if message["role"] != "tool":
+        return message
+    parts = [dict(p) for p in message["content"]]
+    if parts and parts[0]["type"] == "text":
+        parts[0]["text"] = TOOL_RESPONSE_OPEN + parts[0]["text"]
+    else:
+        parts.insert(0, {"type": "text", "text": TOOL_RESPONSE_OPEN})
+    if parts[-1]["type"] == "text":
+        parts[-1]["text"] += TOOL_RESPONSE_CLOSE
+    else:
+        parts.append({"type": "text", "text": TOOL_RESPONSE_CLOSE})
+    return {"role": "user", "content": parts}
+
+
+def build_messages(
+    question: str, n_inputs: int, turns, *, is_video=False, options=None, variant="pixel", video_input="frames"
+) -> list[dict]:
     """The chat of an episode so far. `turns` are (role, text, n_images) with role "assistant" or "observation";
-    image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images."""
+    image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images
+    (with `video_input="video"` the video's frames are one video and the images are those after it)."""
     messages = [
         {"role": "system", "content": [{"type": "text", "text": system_prompt(variant)}]},
         {
             "role": "user",
-            "content": user_content(question, n_inputs, is_video=is_video, options=options, variant=variant),
+            "content": user_content(
+                question, n_inputs, is_video=is_video, options=options, variant=variant, video_input=video_input
+            ),
         },
     ]
     for role, text, n_images in turns:
