@@ -74,7 +74,7 @@ class EpisodeConfig:
                 raise ValueError(f"{kind}_min_pixels ({lo}) must be positive and <= {kind}_max_pixels ({hi})")
         if self.video_input not in (*protocol.VIDEO_INPUTS, "auto"):
             raise ValueError(f"video_input must be frames, video or auto, got {self.video_input!r}")
-        if self.video_input == "video" and self.prompt != "pixel-reasoner-v1":
+        if self.video_input == "video" and self.prompt == "pixel":  # text: no ops, so no numbers to keep
             raise ValueError(
                 "video_input 'video' belongs to prompt pixel-reasoner-v1 (the released format); pxr's prompts "
                 "number the frames: use frames"
