@@ -5,15 +5,15 @@ the video as one item); `pixel` keeps pxr's own numbering."""
 import json
 
 import pytest
+from PIL import Image
 
 from pxr import protocol
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
-from PIL import Image
 
 RELEASED_CROP_LINE = (
     '{"type": "function", "function": {"name": "crop_image_normalized", "description": "Zoom in on the image based '
-    "on the bounding box coordinates. It is useful when the object or text in the image is too small to be seen.\", "
+    'on the bounding box coordinates. It is useful when the object or text in the image is too small to be seen.", '
     '"parameters": {"type": "object", "properties": {"bbox_2d": {"type": "array", "description": "coordinates for '
     'bounding box of the area you want to zoom in. Values should be within [0.0,1.0].", "items": {"type": "number"}}, '
     '"target_image": {"type": "number", "description": "The index of the image to crop. Index from 1 to the number '
@@ -97,7 +97,5 @@ def test_released_video_episode_announces_and_accepts_the_released_numbers():
 def test_pixel_video_episode_numbers_images_after_the_frames():
     episode = VisualEpisode(video=_frames(), prompt="pixel")
     episode.step(protocol.tool_call_text("select_frames", {"target_frames": [3, 9]}))
-    observation = episode.step(
-        protocol.tool_call_text("zoom_in", {"bbox_2d": [0.1, 0.1, 0.6, 0.6], "target_image": 2})
-    )
+    observation = episode.step(protocol.tool_call_text("zoom_in", {"bbox_2d": [0.1, 0.1, 0.6, 0.6], "target_image": 2}))
     assert observation.ok and episode.entries[-1].parent == 2  # frame 2 of the video, pxr's fixed numbering
