@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from pxr import ops, protocol
+from pxr import families, ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
@@ -285,15 +285,7 @@ class VisualEpisode:
                 f"target_image must be an image number from 1 to {n}, got {ops.brief(args.get('target_image'))}."
             )
         entry = self.entries[target - 1]
-        box = ops.check_box(args["bbox_2d"])
-        if not all(0.0 <= v <= 1.0 for v in box):  # absolute pixels in the image as the model was shown it
-            w, h = entry.shown.size
-            if min(box) < 0 or box[2] > w or box[3] > h:
-                raise ops.OpError(
-                    f"bbox_2d {ops.brief(args['bbox_2d'])} lies outside image {target}, which you see at {w}x{h} px; "
-                    f"give pixel coordinates within 0..{w} and 0..{h}, or normalized values in [0, 1]."
-                )
-            box = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+        box = families.to_normalized(args["bbox_2d"], entry.shown.size, self.box_family, image=f"image {target}")
         source = self.source(target)
         crop = ops.zoom_in(source, list(box), padding=self.config.zoom_padding, min_size=self.config.min_crop_size)
         if self._counted_images() + 1 > self.config.max_images:
@@ -313,6 +305,12 @@ class VisualEpisode:
                 max_pixels=self.config.crop_max_pixels,
             )
         ]
+
+    @property
+    def box_family(self) -> str:
+        """Whose box convention `bbox_2d` is read in (`pxr.families`): the model family's; the released format's is
+        [0, 1] or pixels of the image as shown, Qwen2.5-VL's reading (the released checkpoints' family)."""
+        return "qwen2.5-vl" if self.config.prompt == "pixel-reasoner-v1" else self.config.family
 
     def _released_video_numbering(self) -> bool:
         return self.config.prompt == "pixel-reasoner-v1" and self.is_video and len(self.entries) > self.n_inputs
@@ -390,6 +388,7 @@ class VisualEpisode:
             "limit_reason": self.limit_reason,
             "answer": self.answer,
             "blank_observations": self.config.blank_observations,
+            "model_family": self.box_family,  # the convention the boxes in `ops` were read in
             "images": [
                 {
                     "number": e.number,

@@ -178,9 +178,11 @@ def evaluate(
     bench = get_benchmark(config.benchmark)
     episode_config = episode_config or EpisodeConfig()
     rollout_config = rollout_config or RolloutConfig()
-    # "auto": a video as one video item under the released prompt where the processor reads videos; recorded.
+    # "auto" settings recorded as they ran: a video as one video item under the released prompt where the processor
+    # reads videos; the model family whose boxes the episodes read.
     local = processor if config.backend == "local" else None
-    episode_config = replace(episode_config, video_input=resolve_video_input(episode_config, local))
+    video_input = resolve_video_input(episode_config, local)
+    episode_config = replace(episode_config, video_input=video_input, model_family=episode_config.family)
     running = controlled(episode_config, config.control)
     queries, unstartable = startable(queries, running)
     if config.backend == "local":

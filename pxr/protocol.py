@@ -9,10 +9,16 @@ template and a dataset that carries the system prompt as text agree byte for byt
 Variants (parameter `prompt`):
 - `pixel`: ops available (the default).
 - `text`: no ops (the paper's `notool` baseline and the text control of evaluation).
-- `pixel-reasoner-v1`: the released PixelReasoner checkpoints' own format (tool `crop_image_normalized`,
-  observation "Here is the cropped image (Image Size: WxH):", the released guideline), for faithful evaluation.
+- `pixel-reasoner-v1`: the released PixelReasoner checkpoints' own format, byte for byte, quirks included, for
+  faithful evaluation: tool `crop_image_normalized` with the released schema (its key order too), the question
+  verbatim and the released guideline (it names `crop_image`), observations as plain user turns whose text starts
+  with a newline ("\nHere is the cropped image (Image Size: WxH):"), errors as "\nExecution error:\n{msg}\n", the
+  frame message's off-by-one numbering, and a video as one video item where the processor reads videos.
 
-Tests: tests/test_protocol.py.
+The zoom schema tells the model its family's box convention (`pxr.families`). Backends that cannot send `tool`
+turns send `as_user_turn(message)`, which renders to the same tokens.
+
+Tests: tests/test_protocol.py, tests/test_backend_parity.py.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxr import families
+
 PROMPT_VARIANTS = ("pixel", "text", "pixel-reasoner-v1")
 OP_NAMES = ("zoom_in", "select_frames")
 # Names the released checkpoints and data use for zoom_in; accepted in every variant.
@@ -29,37 +37,40 @@ OP_ALIASES = {"crop_image_normalized": "zoom_in", "crop_image": "zoom_in"}
 
 BASE_SYSTEM_TEXT = "You are a helpful assistant."
 
-ZOOM_IN_SCHEMA = {
-    "type": "function",
-    "function": {
-        "name": "zoom_in",
-        "description": (
-            "Zoom in on a region of an image to see its details at higher resolution. Useful when an object or "
-            "text is too small to make out. Returns the region as a new image."
-        ),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "bbox_2d": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": (
-                        "The region as [x1, y1, x2, y2]: normalized coordinates in [0, 1], or pixel coordinates "
-                        "in the image as you see it."
-                    ),
+
+def zoom_in_schema(family: str = families.DEFAULT_FAMILY) -> dict:
+    """pxr's `zoom_in` schema; how `bbox_2d` is written is the model family's (`pxr.families`)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": "zoom_in",
+            "description": (
+                "Zoom in on a region of an image to see its details at higher resolution. Useful when an object or "
+                "text is too small to make out. Returns the region as a new image."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                        "description": families.get_family(family).box_description,
+                    },
+                    "target_image": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "The number of the image to zoom into; 1 is the first input image.",
+                    },
                 },
-                "target_image": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "The number of the image to zoom into; 1 is the first input image.",
-                },
+                "required": ["bbox_2d"],
             },
-            "required": ["bbox_2d"],
         },
-    },
-}
+    }
+
+
+ZOOM_IN_SCHEMA = zoom_in_schema()
 
 SELECT_FRAMES_SCHEMA = {
     "type": "function",
@@ -159,19 +170,20 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def tool_schemas(variant: str = "pixel") -> list[dict]:
-    """The tools declared to the model: what a chat template receives as `tools=`."""
+def tool_schemas(variant: str = "pixel", family: str = families.DEFAULT_FAMILY) -> list[dict]:
+    """The tools declared to the model: what a chat template receives as `tools=`. The released schemas are as
+    released whatever the family (the released checkpoints are Qwen2.5-VL and were told [0, 1] boxes)."""
     check_variant(variant)
     if variant == "text":
         return []
     if variant == "pixel-reasoner-v1":
         return [RELEASED_CROP_SCHEMA, RELEASED_SELECT_SCHEMA]
-    return [ZOOM_IN_SCHEMA, SELECT_FRAMES_SCHEMA]
+    return [zoom_in_schema(family), SELECT_FRAMES_SCHEMA]
 
 
-def system_prompt(variant: str = "pixel") -> str:
-    """The full system message text, identical to what Qwen's tool template renders for `tool_schemas(variant)`."""
-    tools = tool_schemas(variant)
+def system_prompt(variant: str = "pixel", family: str = families.DEFAULT_FAMILY) -> str:
+    """The full system message text, identical to what Qwen's tool template renders for `tool_schemas(...)`."""
+    tools = tool_schemas(variant, family)
     if not tools:
         return BASE_SYSTEM_TEXT
     # json.dumps with default separators and key order is what the template's `tojson` produces.
@@ -452,13 +464,21 @@ def as_user_turn(message: dict) -> dict:
 
 
 def build_messages(
-    question: str, n_inputs: int, turns, *, is_video=False, options=None, variant="pixel", video_input="frames"
+    question: str,
+    n_inputs: int,
+    turns,
+    *,
+    is_video=False,
+    options=None,
+    variant="pixel",
+    video_input="frames",
+    family=families.DEFAULT_FAMILY,
 ) -> list[dict]:
     """The chat of an episode so far. `turns` are (role, text, n_images) with role "assistant" or "observation";
     image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images
     (with `video_input="video"` the video's frames are one video and the images are those after it)."""
     messages = [
-        {"role": "system", "content": [{"type": "text", "text": system_prompt(variant)}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(variant, family)}]},
         {
             "role": "user",
             "content": user_content(

@@ -89,6 +89,7 @@ class Trajectory:
             options=self.query.options,
             variant=variant or self.episode.config.prompt,
             video_input=self.video_input,
+            family=self.episode.config.family,
         )
 
     @property

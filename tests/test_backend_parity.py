@@ -1,6 +1,7 @@
 """Every backend renders an episode to the same token ids: the in-process engine renders pxr's chat with the
 model's processor; the OpenAI-compatible backend sends `openai_messages`, which the server renders with the same
-chat template. A 3-turn episode (call, observation, answer) is rendered both ways, for every prompt variant."""
+chat template. A 3-turn episode (call, observation, answer) is rendered both ways, for every prompt variant and
+with the tiny model of each family."""
 
 import base64
 import io
@@ -8,15 +9,20 @@ import io
 import pytest
 from PIL import Image
 
-from pxr import models, protocol
-from pxr.config import EpisodeConfig
+from pxr import families, models, protocol
 from pxr.openai_backend import image_data_url, openai_messages
 from pxr.rollout import Query, apply_turn, start_trajectory
+from tests.conftest import family_episode_config
+
+
+@pytest.fixture(scope="module", params=list(families.FAMILIES))
+def family(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def processor(tmp_path_factory):
-    return models.load_processor(models.build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
+def processor(tmp_path_factory, family):
+    return models.load_processor(models.build_tiny_model(tmp_path_factory.mktemp(family), seed=0, family=family))
 
 
 def _picture():
@@ -25,10 +31,10 @@ def _picture():
     return image
 
 
-def _episode(variant: str):
+def _episode(variant: str, family: str):
     trajectory = start_trajectory(
         Query(id="q", question="Which digit is in the corner?", images=[_picture()], answer="7"),
-        EpisodeConfig(prompt=variant),
+        family_episode_config(family, prompt=variant),
     )
     zoom = "crop_image_normalized" if variant == "pixel-reasoner-v1" else "zoom_in"
     call = "Let me look closer.\n" + protocol.tool_call_text(zoom, {"bbox_2d": [0.1, 0.1, 0.5, 0.5], "target_image": 1})
@@ -64,8 +70,8 @@ def _as_served(messages: list[dict]) -> tuple[list[dict], list[Image.Image]]:
 
 
 @pytest.mark.parametrize("variant", protocol.PROMPT_VARIANTS)
-def test_in_process_and_openai_backends_render_the_same_token_ids(processor, variant):
-    trajectory, prompt_after_call = _episode(variant)
+def test_in_process_and_openai_backends_render_the_same_token_ids(processor, family, variant):
+    trajectory, prompt_after_call = _episode(variant, family)
     assert [t.role for t in trajectory.turns] == ["assistant", "observation", "assistant"]
     shown = trajectory.episode.shown_images
     assert len(shown) == (1 if variant == "text" else 2)  # the text variant's call fails: an error, no image

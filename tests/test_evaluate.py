@@ -72,7 +72,8 @@ def test_scripted_model_gives_the_exact_figures(processor):
     assert kinds["read"]["items"] == 3 and kinds["read"]["accuracy"] == pytest.approx(1 / 3)
     assert kinds["read"]["zoom_iou"] == pytest.approx(0.75) and kinds["flash"]["rapr"] == 1.0
     # the protocol travels with the figures
-    assert m["benchmark"] == "jsonl" and m["benchmark_version"] == "1" and m["prompt"] == "pixel"
+    assert m["benchmark"] == "jsonl" and m["benchmark_version"] == "2" and m["prompt"] == "pixel"
+    assert m["question_prompt"] == "released" and m["video_input"] == "frames" and m["model_family"] == "qwen2.5-vl"
     assert m["control"] == "none" and m["backend"] == "local" and m["model"] == "scripted"
     assert m["decoding"] == "greedy" and m["max_ops"] == 4 and m["image_max_pixels"] == 200704
 
