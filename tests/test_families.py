@@ -107,3 +107,19 @@ def test_the_tiny_model_builds_in_qwen3_vl_shape_and_load_model_checks_the_famil
     models.load_model(qwen3_dir, device="cpu", episode_config=override)
     with pytest.raises(ValueError, match="patch_factor: 32"):
         models.load_model(qwen3_dir, device="cpu")
+
+
+def test_sft_renders_the_family_schema_and_replays_its_boxes(tmp_path):
+    from pxr import data, sft, synth_run
+    from pxr.teacher import TemplateTeacher
+
+    config = family_episode_config("qwen3-vl")
+    items = synth_run.write_seed_items("read", 1, 0, tmp_path, split="train")
+    synth_run.synthesize(
+        items, tmp_path, TemplateTeacher(seed=0), synth_config=SynthConfig(seed=0), episode_config=config,
+        progress=False,
+    )  # fmt: skip
+    [record], _ = data.read_jsonl(tmp_path / synth_run.TRAJECTORIES, data.TrajectoryRecord)
+    example = sft.sft_example(record, tmp_path, config)  # the replay reads the 0-1000 boxes back
+    system = example["messages"][0]["content"][0]["text"]
+    assert system == protocol.system_prompt("pixel", "qwen3-vl")
