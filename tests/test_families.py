@@ -123,3 +123,12 @@ def test_sft_renders_the_family_schema_and_replays_its_boxes(tmp_path):
     example = sft.sft_example(record, tmp_path, config)  # the replay reads the 0-1000 boxes back
     system = example["messages"][0]["content"][0]["text"]
     assert system == protocol.system_prompt("pixel", "qwen3-vl")
+
+
+def test_the_demo_builds_its_model_in_the_family_of_its_settings():
+    from pxr import demo
+
+    settings = models.episode_config_for("", EpisodeConfig(model_family="qwen3-vl"))  # no checkpoint: the parameter
+    assert settings.patch_factor == 32
+    model, processor = demo.load_demo_model("", settings)
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration" and models.patch_factor(processor) == 32

@@ -7,6 +7,7 @@ from PIL import Image
 from transformers import LogitsProcessorList
 
 from pxr import families, models, protocol, rollout_batch
+from pxr.config import EpisodeConfig
 from pxr.rollout import Query, RolloutConfig, generate_trajectories, load_trajectory_records, save_trajectories
 from tests.conftest import family_episode_config
 
@@ -273,3 +274,36 @@ def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
     shown = [[entry.shown.size for entry in t.episode.entries] for t in trajectories]
     # turn 1: each input image; turn 2: each crop only (the input's keys/values come from the cache)
     assert encoded == [[shown[0][0]], [shown[1][0]], [shown[0][1]], [shown[1][1]]]
+
+
+class VideoRecordingProcessor:
+    """The tiny processor, recording what a processor with a video processor would be given (torchvision is not
+    installed here, so the stock one cannot be built); the video's frames are left out of the real call."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["inner"], name)
+
+    def __call__(self, text, images=None, videos=None, **kwargs):
+        self.calls.append({"images": len(images or []), "videos": [len(v) for v in videos or []]})
+        text = [t.replace("<|video_pad|>", "") for t in text]
+        return self.inner(text=text, images=images, **kwargs)
+
+
+def test_released_format_gives_the_video_as_one_video_item(tiny):
+    _, processor = tiny
+    recording = VideoRecordingProcessor(processor)
+    frames = [Image.new("RGB", (224, 168), (k * 15, 0, 0)) for k in range(16)]
+    select = protocol.tool_call_text("select_frames", {"target_frames": [4, 5]})
+    model = ScriptedModel(processor.tokenizer, lambda p: "\\boxed{3}" if "Numbered" in p else select)
+    config = EpisodeConfig(prompt="pixel-reasoner-v1", video_input="video")
+    [t] = generate_trajectories(
+        model, recording, [Query("v", "Which digit flashes?", video=frames)], episode_config=config, progress=False
+    )
+    assert t.turns[1].text.endswith("Numbered 1 to 2):") and t.episode.ending == "answer"
+    # turn 1: the video alone; turn 2: the video and the two selected frames as images
+    assert recording.calls == [{"images": 0, "videos": [16]}, {"images": 2, "videos": [16]}]
+    text = processor.apply_chat_template(t.messages(), tokenize=False)
+    assert text.count("<|video_pad|>") == 1 and "Frame 1:" not in text
