@@ -52,9 +52,7 @@ class EpisodeConfig:
     patch_factor: int = ops.QWEN25_PATCH_FACTOR  # budgets are rounded to this grid (28 for Qwen2.5-VL)
     blank_observations: bool = False  # eval control: ops execute but return blank images of the same size
     video_input: str = "frames"  # frames (numbered images) | video (one video item: pixel-reasoner-v1) | auto
-    model_family: str = (
-        "auto"  # box convention: qwen2.5-vl (pixels as shown) | qwen3-vl (0-1000) | auto (by patch_factor)
-    )
+    model_family: str = "auto"  # boxes: qwen2.5-vl (pixels as shown), qwen3-vl (0-1000), auto (by patch_factor)
 
     def __post_init__(self):
         protocol.check_variant(self.prompt)
