@@ -15,6 +15,10 @@ records (`images`, `cue_boxes`, `cue_frames`, `kind`, `needs_op`) read the same 
 `window` [start, end]. Paths are relative to a data root. A row that cannot be evaluated (bad field, unsafe or
 missing path, corrupt image, repeated qid) is skipped and counted by reason in the `ImportReport`, never raised.
 
+The question reaches the model as the released evaluation gave it (verbatim, a literal `<image>` included) unless
+`question_prompt="instructed"` asks for pxr's short-answer instruction ("Answer with a single number." for TallyQA,
+"Answer with a short word or phrase." for InfoVQA) with `<image>` removed; the choice is part of the protocol.
+
 Each item becomes a `pxr.rollout.Query` whose meta carries the benchmark, the kind (for the breakdown: a `kind`,
 `task` or `category` column, else the qid's prefix before the first "-"), `needs_op` where known, the cue box as
 [0, 1] coordinates of image 1 (`cue_box`) and the cue frames.
@@ -42,6 +46,7 @@ VIDEO_KINDS = ("flash", "colour_change")
 HELD_OUT_SPLIT = "eval_queries.jsonl"  # notebook 10's held-out split
 _OPTION_IN_QUESTION_RE = re.compile(r"\(([A-H])\)\s*(.+?)(?=\s*\([A-H]\)|\n|$)")
 _IMAGE_TOKEN_RE = re.compile(r"<image>\s*|<video>\s*")
+QUESTION_PROMPTS = ("released", "instructed")
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,21 @@ class Benchmark:
     answer_kind: str  # a `pxr.scoring.ANSWER_KINDS` entry
     metric: str  # "accuracy" or "anls"
     media: str  # "image", "video" or "any"
-    instruction: str = ""  # appended to each question (the prompt's benchmark-specific part)
+    instruction: str = ""  # appended to each question under question_prompt "instructed"
     description: str = ""
 
     def score(self, response: str, answer, options: list[str] | None = None) -> float:
         return score_response(response, answer, self.answer_kind, options)
 
-    def prompt_for(self, question: str) -> str:
+    def prompt_for(self, question: str, question_prompt: str = "released") -> str:
+        """The question as the model reads it. "released" (the default): verbatim, as the released evaluation gave
+        it, a literal `<image>` included; "instructed": `<image>` removed and pxr's short-answer instruction
+        appended (a different prompt: its scores do not compare with the released ones)."""
+        if question_prompt not in QUESTION_PROMPTS:
+            raise ValueError(f"question_prompt must be one of {', '.join(QUESTION_PROMPTS)}, got {question_prompt!r}")
+        if question_prompt == "released":
+            return question
+        question = _IMAGE_TOKEN_RE.sub("", question).strip()
         return f"{question}\n{self.instruction}" if self.instruction else question
 
 
@@ -69,17 +82,18 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in (
         Benchmark("synthetic-zoom", "1", "auto", "accuracy", "image", description="held-out read/count/coarse scenes"),
         Benchmark("synthetic-video", "1", "auto", "accuracy", "video", description="held-out flash/colour-change videos"),
-        Benchmark("vstar", "1", "mc", "accuracy", "image", description="V* Bench: high-resolution fine detail"),
+        # Version 2: questions verbatim by default (question_prompt), InfoVQA scored by the official ANLS rule.
+        Benchmark("vstar", "2", "mc", "accuracy", "image", description="V* Bench: high-resolution fine detail"),
         Benchmark(
-            "tallyqa-complex", "1", "number", "accuracy", "image",
+            "tallyqa-complex", "2", "number", "accuracy", "image",
             instruction="Answer with a single number.", description="TallyQA complex counting",
         ),
         Benchmark(
-            "infovqa", "1", "anls", "anls", "image",
+            "infovqa", "2", "anls", "anls", "image",
             instruction="Answer with a short word or phrase.", description="InfographicVQA",
         ),
-        Benchmark("mvbench", "1", "mc", "accuracy", "video", description="MVBench: 20 temporal tasks, 16 frames"),
-        Benchmark("jsonl", "1", "auto", "accuracy", "any", description="your own file in the same layout"),
+        Benchmark("mvbench", "2", "mc", "accuracy", "video", description="MVBench: 20 temporal tasks, 16 frames"),
+        Benchmark("jsonl", "2", "auto", "accuracy", "any", description="your own file in the same layout"),
     )
 }  # fmt: skip
 
@@ -244,10 +258,13 @@ def _kind(row: dict, qid: str) -> str:
     return qid.split("-", 1)[0] if "-" in qid else "all"
 
 
-def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: bool = True):
+def load_rows(
+    path, data_root=None, benchmark: str = "jsonl", *, verify_images: bool = True, question_prompt: str = "released"
+):
     """The items of a parquet, JSON-list or JSONL file as `Query`s, with the `ImportReport` of what was skipped.
-    `data_root` defaults to the file's folder."""
+    `data_root` defaults to the file's folder; `question_prompt` see `Benchmark.prompt_for`."""
     bench = get_benchmark(benchmark)
+    bench.prompt_for("", question_prompt)  # an unknown choice fails before any row is read
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {path} not found; set data_path to a parquet or JSONL file")
@@ -266,7 +283,7 @@ def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: 
         qid = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else f"row-{number}"
         if qid in seen:
             raise _Skip("duplicate qid", qid)
-        question = _IMAGE_TOKEN_RE.sub("", _text(row.get("question"), "question")).strip()
+        question = _text(row.get("question"), "question")
         answers = _answers(row.get("answer"))
         shown_options, scoring_options = _options(row, question)
         sizes: list = []
@@ -295,7 +312,7 @@ def load_rows(path, data_root=None, benchmark: str = "jsonl", *, verify_images: 
         )
         return Query(
             id=qid,
-            question=bench.prompt_for(question),
+            question=bench.prompt_for(question, question_prompt),
             images=None if is_video else media,
             video=(media[0] if single_file else media) if is_video else None,
             options=shown_options,
@@ -341,8 +358,10 @@ def load_benchmark(
     n_per_kind: int = 4,
     suite_seed: int = 2,
     max_items: int = 0,
+    question_prompt: str = "released",
 ) -> tuple[list[Query], ImportReport]:
-    """The items of benchmark `name` (at most `max_items` when > 0, in file order) and the report of skipped rows."""
+    """The items of benchmark `name` (at most `max_items` when > 0, in file order) and the report of skipped rows;
+    `question_prompt` see `Benchmark.prompt_for`."""
     bench = get_benchmark(name)
     if name.startswith("synthetic-"):
         if not data_path and out_dir is None:
@@ -351,5 +370,5 @@ def load_benchmark(
     else:
         if not data_path:
             raise ValueError(f"benchmark {bench.name} needs data_path: its parquet or JSONL file")
-        queries, report = load_rows(data_path, data_root or None, benchmark=name)
+        queries, report = load_rows(data_path, data_root or None, benchmark=name, question_prompt=question_prompt)
     return (queries[:max_items] if max_items > 0 else queries), report

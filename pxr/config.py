@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from pxr import ops, protocol
+from pxr import families, ops, protocol
 
 TILE = 28 * 28  # pixels per visual token of Qwen2.5-VL; the budgets below are counted in tiles
 
@@ -51,6 +51,8 @@ class EpisodeConfig:
     video_num_frames: int = 16  # frames sampled uniformly when a video is given as a file
     patch_factor: int = ops.QWEN25_PATCH_FACTOR  # budgets are rounded to this grid (28 for Qwen2.5-VL)
     blank_observations: bool = False  # eval control: ops execute but return blank images of the same size
+    video_input: str = "frames"  # frames (numbered images) | video (one video item: pixel-reasoner-v1) | auto
+    model_family: str = "auto"  # boxes: qwen2.5-vl (pixels as shown), qwen3-vl (0-1000), auto (by patch_factor)
 
     def __post_init__(self):
         protocol.check_variant(self.prompt)
@@ -71,8 +73,27 @@ class EpisodeConfig:
             lo, hi = getattr(self, f"{kind}_min_pixels"), getattr(self, f"{kind}_max_pixels")
             if not 0 < lo <= hi:
                 raise ValueError(f"{kind}_min_pixels ({lo}) must be positive and <= {kind}_max_pixels ({hi})")
+        if self.model_family != "auto":
+            families.get_family(self.model_family)
+        else:
+            families.family_for_patch_factor(self.patch_factor)
+        if self.video_input not in (*protocol.VIDEO_INPUTS, "auto"):
+            raise ValueError(f"video_input must be frames, video or auto, got {self.video_input!r}")
+        if self.video_input == "video" and self.prompt == "pixel":  # text: no ops, so no numbers to keep
+            raise ValueError(
+                "video_input 'video' belongs to prompt pixel-reasoner-v1 (the released format); pxr's prompts "
+                "number the frames: use frames"
+            )
         if self.video_frame_max_pixels < self.frame_min_pixels:
             raise ValueError("video_frame_max_pixels must be >= frame_min_pixels")
+
+    @property
+    def family(self) -> str:
+        """The model family whose box convention episodes speak: `model_family`, or under "auto" the family that
+        sees images on `patch_factor` (`pxr.models.load_model` checks it against the model's config)."""
+        if self.model_family != "auto":
+            return self.model_family
+        return families.family_for_patch_factor(self.patch_factor)
 
 
 @dataclass(frozen=True)

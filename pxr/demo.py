@@ -89,11 +89,12 @@ def upload_query(name: str, content: bytes, question: str, *, num_frames: int = 
 
 
 def load_demo_model(model_name_or_path: str, episode_config: EpisodeConfig, *, model_size: str = "tiny", seed=0):
-    """The model and processor: a checkpoint path or hub id, or (empty) a fresh tiny model built in a temp folder."""
+    """The model and processor: a checkpoint path or hub id, or (empty) a fresh tiny model of the settings' model
+    family built in a temp folder (`pxr.models.episode_config_for` gives the settings for a checkpoint)."""
     from pxr import models
 
     path = model_name_or_path or models.build_tiny_model(
-        Path(tempfile.mkdtemp(prefix="pxr-demo-")) / "model", seed=seed, size=model_size
+        Path(tempfile.mkdtemp(prefix="pxr-demo-")) / "model", seed=seed, size=model_size, family=episode_config.family
     )
     return models.load_model(path, episode_config=episode_config)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from pxr import ops, protocol
+from pxr import families, ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
@@ -187,7 +187,9 @@ class VisualEpisode:
         tools): the same limits, records and observations as a call written in the text of `step`. Never raises;
         after the episode has ended it returns an error observation."""
         if self.done:
-            return Observation(False, protocol.error_observation_text("the episode has ended; give your answer."))
+            return Observation(
+                False, protocol.error_observation_text("the episode has ended; give your answer.", self.config.prompt)
+            )
         self.turns += 1
         return self._run_call(lambda: protocol.ToolCall(str(name), dict(arguments or {})))
 
@@ -242,7 +244,7 @@ class VisualEpisode:
 
     def _fail(self, record, message) -> Observation:
         record["error"] = message
-        return Observation(False, protocol.error_observation_text(message))
+        return Observation(False, protocol.error_observation_text(message, self.config.prompt))
 
     def _refuse(self, record, reason, message) -> Observation:
         self.finish("limit", reason)
@@ -288,20 +290,14 @@ class VisualEpisode:
     def _zoom(self, args) -> list[ImageEntry] | None:
         n = len(self.entries)
         target = ops.as_int(args.get("target_image", 1))
+        if target is not None and self._released_video_numbering():
+            target = self._released_video_target(target)
         if target is None or not 1 <= target <= n:
             raise ops.OpError(
                 f"target_image must be an image number from 1 to {n}, got {ops.brief(args.get('target_image'))}."
             )
         entry = self.entries[target - 1]
-        box = ops.check_box(args["bbox_2d"])
-        if not all(0.0 <= v <= 1.0 for v in box):  # absolute pixels in the image as the model was shown it
-            w, h = entry.shown.size
-            if min(box) < 0 or box[2] > w or box[3] > h:
-                raise ops.OpError(
-                    f"bbox_2d {ops.brief(args['bbox_2d'])} lies outside image {target}, which you see at {w}x{h} px; "
-                    f"give pixel coordinates within 0..{w} and 0..{h}, or normalized values in [0, 1]."
-                )
-            box = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+        box = families.to_normalized(args["bbox_2d"], entry.shown.size, self.box_family, image=f"image {target}")
         source = self.source(target)
         crop = ops.zoom_in(source, list(box), padding=self.config.zoom_padding, min_size=self.config.min_crop_size)
         if self._counted_images() + 1 > self.config.max_images:
@@ -321,6 +317,26 @@ class VisualEpisode:
                 max_pixels=self.config.crop_max_pixels,
             )
         ]
+
+    @property
+    def box_family(self) -> str:
+        """Whose box convention `bbox_2d` is read in (`pxr.families`): the model family's; the released format's is
+        [0, 1] or pixels of the image as shown, Qwen2.5-VL's reading (the released checkpoints' family)."""
+        return "qwen2.5-vl" if self.config.prompt == "pixel-reasoner-v1" else self.config.family
+
+    def _released_video_numbering(self) -> bool:
+        return self.config.prompt == "pixel-reasoner-v1" and self.is_video and len(self.entries) > self.n_inputs
+
+    def _released_video_target(self, target: int) -> int:
+        """The released numbering of a video episode once an op returned images: 1 was the whole video and k >= 2
+        the (k-1)-th returned image (what its frame message announces, off by one); as pxr's image number."""
+        outputs = len(self.entries) - self.n_inputs
+        if not 2 <= target <= outputs + 1:
+            raise ops.OpError(
+                f"target_image must be from 2 to {outputs + 1} here (1 is the whole video, 2 and up the images "
+                f"operations returned), got {target}."
+            )
+        return self.n_inputs + target - 1
 
     def _select(self, args) -> list[ImageEntry] | None:
         frames = [self.source(k) for k in range(1, self.n_inputs + 1)]
@@ -347,7 +363,7 @@ class VisualEpisode:
         if new[0].origin == "zoom":
             return protocol.zoom_observation_text(variant, new[0].number, new[0].parent, new[0].shown.size)
         return protocol.frames_observation_text(
-            variant, [e.number for e in new], [e.frame for e in new], new[0].shown.size
+            variant, [e.number for e in new], [e.frame for e in new], new[0].shown.size, video_frames=self.n_inputs
         )
 
     # ------------------------------------------------------------------------------------------------ record
@@ -384,6 +400,7 @@ class VisualEpisode:
             "limit_reason": self.limit_reason,
             "answer": self.answer,
             "blank_observations": self.config.blank_observations,
+            "model_family": self.box_family,  # the convention the boxes in `ops` were read in
             "images": [
                 {
                     "number": e.number,

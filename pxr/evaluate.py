@@ -20,6 +20,7 @@ from pathlib import Path
 from pxr import metrics, reward
 from pxr.benchmarks import Benchmark, get_benchmark
 from pxr.config import EpisodeConfig
+from pxr.importers import ImportReport
 from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
 
 CONTROLS = ("none", "text", "blank")
@@ -44,6 +45,7 @@ class EvalConfig:
     api_model: str = ""  # openai: the endpoint's model name
     base_url: str = ""  # openai: the endpoint (empty: the OpenAI API)
     concurrency: int = 16  # openai: episodes in flight
+    question_prompt: str = "released"  # released (question verbatim) | instructed (pxr's short-answer instruction)
 
     def __post_init__(self):
         get_benchmark(self.benchmark)
@@ -53,6 +55,7 @@ class EvalConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.backend == "openai" and not self.api_model:
             raise ValueError("the openai backend needs api_model (the endpoint's model name)")
+        get_benchmark(self.benchmark).prompt_for("", self.question_prompt)  # a clear error for an unknown choice
         if self.max_items < 0 or self.n_per_kind < 0:
             raise ValueError("max_items and n_per_kind must be >= 0")
 
@@ -88,6 +91,7 @@ def protocol_record(
         "model": model or "(built here)",
         "base_url": config.base_url if config.backend == "openai" else "",
         "control": config.control,
+        "question_prompt": config.question_prompt,
         **asdict(effective),
         "decoding": "greedy" if rollout_config.temperature == 0 else "sampling",
         **{k: v for k, v in asdict(rollout_config).items() if k != "batch_size"},
@@ -132,6 +136,26 @@ def startable(queries: list[Query], episode_config: EpisodeConfig) -> tuple[list
     return kept, failed
 
 
+def skipped_rows(report: ImportReport | None) -> dict[str, int]:
+    """Rows of the benchmark file read and skipped, in all and per reason (`rows_skipped_missing_file`, ...)."""
+    if report is None:
+        return {}
+    by_reason = {f"rows_skipped_{reason.replace(' ', '_')}": n for reason, n in sorted(report.skipped.items())}
+    return {"rows_read": report.read, "rows_skipped": report.n_skipped, **by_reason}
+
+
+def resolve_video_input(episode_config: EpisodeConfig, processor) -> str:
+    """`video_input` as it will run: "auto" is one video item under `pixel-reasoner-v1` when `processor` (the
+    local backend's; None for an endpoint, whose chat API pxr sends images to) has a video processor (torchvision
+    installed), else numbered frames."""
+    if episode_config.video_input != "auto":
+        if episode_config.video_input == "video" and processor is None:
+            raise ValueError("video_input 'video' needs the local backend's processor; use auto or frames")
+        return episode_config.video_input
+    reads_videos = getattr(processor, "video_processor", None) is not None
+    return "video" if episode_config.prompt == "pixel-reasoner-v1" and reads_videos else "frames"
+
+
 @dataclass
 class EvalResult:
     trajectories: list[Trajectory]
@@ -150,11 +174,18 @@ def evaluate(
     model=None,
     processor=None,
     progress: bool = True,
+    report: ImportReport | None = None,
 ) -> EvalResult:
-    """Roll out, score and measure `queries` as `config` says (the local backend needs `model` and `processor`)."""
+    """Roll out, score and measure `queries` as `config` says (the local backend needs `model` and `processor`).
+    `report` (the loader's) puts the rows that were skipped, by reason, into the figures."""
     bench = get_benchmark(config.benchmark)
     episode_config = episode_config or EpisodeConfig()
     rollout_config = rollout_config or RolloutConfig()
+    # "auto" settings recorded as they ran: a video as one video item under the released prompt where the processor
+    # reads videos; the model family whose boxes the episodes read.
+    local = processor if config.backend == "local" else None
+    video_input = resolve_video_input(episode_config, local)
+    episode_config = replace(episode_config, video_input=video_input, model_family=episode_config.family)
     running = controlled(episode_config, config.control)
     queries, unstartable = startable(queries, running)
     if config.backend == "local":
@@ -175,6 +206,7 @@ def evaluate(
     records = [item_record(t, score_trajectory(t, bench)) for t in trajectories]
     figures = metrics.eval_metrics(records, bench.metric)
     figures["items_unstartable"] = len(unstartable)
+    figures |= skipped_rows(report)
     figures |= protocol_record(config, episode_config, rollout_config, n_items=len(records))
     return EvalResult(trajectories, records, figures, metrics.breakdown_rows(records, bench.metric), unstartable)
 

@@ -268,12 +268,50 @@ def _is_observation(text: str) -> bool:
     return text.lstrip().lower().startswith(OBSERVATION_PREFIXES)
 
 
-def import_released_sft(path, data_root, *, verify_images: bool = True) -> tuple[list[TrajectoryRecord], ImportReport]:
+MASK_RULES = ("wrong_ops", "last_two")
+
+
+def mask_wrong_ops(turns: list[TrajectoryTurn], rule: str = "wrong_ops") -> int:
+    """Mark the assistant turns of a released trajectory that SFT must not train (paper §3: the erroneous visual
+    operations of self-correction trajectories are masked); returns how many were masked.
+
+    The released data does not annotate them, so they are inferred from the structure its templates produce:
+    - "wrong_ops" (default): a turn that calls an op is wrong when a later turn calls another one (the templates
+      put exactly one correct op right before the answer: re-crop, further zoom-in, re-select) or when its call
+      failed (the next observation is an execution error);
+    - "last_two": the released trainer's positional rule, only the last two assistant turns trained (it also masks
+      the whole-image analysis that opens a self-correction trajectory).
+    Observations are never trainable either way."""
+    if rule not in MASK_RULES:
+        raise ValueError(f"mask rule must be one of {', '.join(MASK_RULES)}, got {rule!r}")
+    assistant = [i for i, t in enumerate(turns) if t.role == "assistant"]
+    if rule == "last_two":
+        wrong = set(assistant[:-2])
+    else:
+        calls = [i for i in assistant if "<tool_call>" in turns[i].text]
+        failed = {
+            i for i in calls if i + 1 < len(turns) and turns[i + 1].role == "observation" and _is_error(turns[i + 1])
+        }
+        wrong = set(calls[:-1]) | failed
+    for i in wrong:
+        turns[i].trainable = False
+    return len(wrong)
+
+
+def _is_error(turn: TrajectoryTurn) -> bool:
+    return turn.text.lstrip().lower().startswith("execution error")
+
+
+def import_released_sft(
+    path, data_root, *, verify_images: bool = True, mask_rule: str = "wrong_ops"
+) -> tuple[list[TrajectoryRecord], ImportReport]:
     """`PixelReasoner-SFT-Data` records as `TrajectoryRecord`s (variant "released", prompt "pixel-reasoner-v1").
 
     Observations are the user turns after the first, recognised by their text, never trainable. The paper masks
-    erroneous ops but the released data does not say which they are, so every assistant turn is trainable and
-    `meta["error_turns_annotated"]` is False."""
+    erroneous ops; the released data does not say which they are (`meta["error_turns_annotated"]` is False), so
+    `mask_wrong_ops` infers them by `mask_rule`, recorded in `meta["mask_rule"]` with the count it masked."""
+    if mask_rule not in MASK_RULES:
+        raise ValueError(f"mask_rule must be one of {', '.join(MASK_RULES)}, got {mask_rule!r}")
     files, seen = _Files(data_root, verify_images), set()
 
     def parse(row: dict, number: int) -> TrajectoryRecord:
@@ -307,6 +345,7 @@ def import_released_sft(path, data_root, *, verify_images: bool = True) -> tuple
                 raise _bad(f"a {message.get('role')!r} turn that is neither an answer nor an op result")
         if not question or not turns or turns[-1].role != "assistant":
             raise _bad("an empty question, or no final assistant turn")
+        masked = mask_wrong_ops(turns, mask_rule)
         inputs = _paths(video, "video") if video is not None else _paths(images, "image")
         for p in inputs:
             files.check(p, video_file=isinstance(video, str))
@@ -326,7 +365,12 @@ def import_released_sft(path, data_root, *, verify_images: bool = True) -> tuple
             inputs=inputs,
             is_video=video is not None,
             turns=turns,
-            meta={"source": "released-sft", "error_turns_annotated": False},
+            meta={
+                "source": "released-sft",
+                "error_turns_annotated": False,
+                "mask_rule": mask_rule,
+                "masked_turns": masked,
+            },
         )
 
     return _run(path, parse)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from pxr import protocol, reward
+from pxr import families, protocol, reward
 
 
 def _call_is_valid(trajectory) -> bool:
@@ -88,10 +88,9 @@ def zoom_boxes(episode: dict) -> list[tuple[list[float], list[float]]]:
         if crop["root"] != 1 or episode["is_video"]:
             continue
         target = images[crop["parent"] - 1]
-        box = [float(v) for v in op["arguments"]["bbox_2d"]]
-        if not all(0.0 <= v <= 1.0 for v in box):  # pixels of the target as shown
-            w, h = target["shown_size"]
-            box = [box[0] / w, box[1] / h, box[2] / w, box[3] / h]
+        # Read as the episode read it: the family's convention (records from before families: Qwen2.5-VL's).
+        family = episode.get("model_family", families.DEFAULT_FAMILY)
+        box = list(families.to_normalized(op["arguments"]["bbox_2d"], tuple(target["shown_size"]), family))
         x1, y1, x2, y2 = target["root_box"]
         asked = [x1 + box[0] * (x2 - x1), y1 + box[1] * (y2 - y1), x1 + box[2] * (x2 - x1), y1 + box[3] * (y2 - y1)]
         found.append((_in_image_1(asked, images), _in_image_1(crop["root_box"], images)))

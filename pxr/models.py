@@ -8,19 +8,25 @@ limits wide enough that images the episode already fitted to their budgets pass 
 
 Without torchvision (these CPU machines) the stock Qwen-VL processors cannot be built, because they insist on a video
 processor; `ImageOnlyProcessor` drops it (video frames go in as images, SPEC §1.4) and is registered so that
-`AutoProcessor.from_pretrained` finds it.
+`AutoProcessor.from_pretrained` finds it (`Qwen3ImageOnlyProcessor` likewise for Qwen3-VL).
 
-Tests: tests/test_models.py.
+Model families (`pxr.families`): the tiny model is built in Qwen2.5-VL's shape or Qwen3-VL's (`family=`), and
+`load_model` refuses a checkpoint whose config names another family than the episode settings would read boxes in
+(`model_family: auto` follows `patch_factor`; an explicit `model_family` overrides the config).
+
+Tests: tests/test_models.py, tests/test_families.py.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForImageTextToText,
     AutoProcessor,
     GenerationConfig,
@@ -28,10 +34,13 @@ from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
 )
 from transformers.utils import is_torchvision_available
 
-from pxr import protocol
+from pxr import families, protocol
 from pxr.config import EpisodeConfig
 
 SPECIAL_TOKENS = [
@@ -88,8 +97,35 @@ class ImageOnlyProcessor(Qwen2_5_VLProcessor):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
+class Qwen3ImageOnlyProcessor(Qwen3VLProcessor):
+    """The same for Qwen3-VL, whose processor also keeps the ids of the vision start and end tokens."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+        for name in ("image_token", "video_token", "vision_start_token", "vision_end_token"):
+            setattr(self, f"{name}_id", tokenizer.convert_tokens_to_ids(getattr(self, name)))
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+IMAGE_ONLY_PROCESSORS = {"qwen2.5-vl": ImageOnlyProcessor, "qwen3-vl": Qwen3ImageOnlyProcessor}
 if not is_torchvision_available():
     AutoProcessor.register(Qwen2_5_VLConfig, ImageOnlyProcessor, exist_ok=True)
+    AutoProcessor.register(Qwen3VLConfig, Qwen3ImageOnlyProcessor, exist_ok=True)
+
+
+def model_family(name_or_path: str | Path) -> str:
+    """The family of a checkpoint, from its config's `model_type` (`pxr.families`)."""
+    return families.family_of_model_type(AutoConfig.from_pretrained(name_or_path).model_type)
+
+
+def episode_config_for(name_or_path: str | Path, episode_config: EpisodeConfig) -> EpisodeConfig:
+    """The episode settings for a model: its family's patch grid, and its family's box convention unless
+    `model_family` names one (the parameter overrides the config). An empty `name_or_path` (a tiny model still to be
+    built, or an endpoint) keeps the family the settings name."""
+    family = episode_config.family if not name_or_path else model_family(name_or_path)
+    chosen = family if episode_config.model_family == "auto" else episode_config.model_family
+    return replace(episode_config, model_family=chosen, patch_factor=families.get_family(family).patch_factor)
 
 
 def tool_chat_template() -> str:
@@ -158,6 +194,11 @@ def load_model(
             f"{name_or_path} sees images on a {patch_factor(processor)} px grid but patch_factor is "
             f"{episode_config.patch_factor}; set patch_factor: {patch_factor(processor)} in the params"
         )
+    if episode_config.model_family == "auto" and model_family(name_or_path) != episode_config.family:
+        raise ValueError(
+            f"{name_or_path} is a {model_family(name_or_path)} model, whose boxes the episodes would read as "
+            f"{episode_config.family}'s; set model_family: {model_family(name_or_path)} in the params"
+        )
     set_pixel_limits(processor, episode_config)
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype).to(device)
     model.eval()
@@ -177,7 +218,7 @@ def load_processor(name_or_path: str | Path):
         # names the image-only one on a machine that has torchvision): build the image-only processor directly.
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        processor = ImageOnlyProcessor(
+        processor = IMAGE_ONLY_PROCESSORS[model_family(name_or_path)](
             image_processor=AutoImageProcessor.from_pretrained(name_or_path),
             tokenizer=AutoTokenizer.from_pretrained(name_or_path),
         )
@@ -253,9 +294,15 @@ def build_tokenizer(corpus: list[str], vocab_size: int):
 
 
 def build_tiny_model(
-    out_dir: str | Path, *, seed: int = 0, size: str = "tiny", corpus: list[str] | None = None
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    size: str = "tiny",
+    corpus: list[str] | None = None,
+    family: str = families.DEFAULT_FAMILY,
 ) -> Path:
-    """A randomly initialised Qwen2.5-VL with a locally trained tokenizer, saved so `load_model(out_dir)` reloads it.
+    """A randomly initialised Qwen2.5-VL (or, with `family="qwen3-vl"`, a Qwen3-VL: 16 px patches, its own rotary
+    and vision tower) with a locally trained tokenizer, saved so `load_model(out_dir)` reloads it.
 
     Deterministic for a seed. `size`: "tiny" (~1M parameters, tests), "small" (a few M, the toy reproduction on a
     CPU) or "medium" (~30M, the same on a GPU).
@@ -264,6 +311,7 @@ def build_tiny_model(
 
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    patch = 16 if families.get_family(family).patch_factor == 32 else 14
     spec = MODEL_SIZES[size]
     if spec.get("in_memory_only"):
         raise ValueError(f"size {size!r} is built in memory only: random_model({size!r}, processor, ...)")
@@ -272,26 +320,30 @@ def build_tiny_model(
     tokenizer = build_tokenizer(corpus or default_corpus(seed), spec["vocab_size"])
     template = tool_chat_template()
     tokenizer.chat_template = template
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2
-    )
+    grid = dict(patch_size=patch, temporal_patch_size=2, merge_size=2)
+    tile = (2 * patch) ** 2
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=4 * tile, max_pixels=1024 * tile, **grid)
     if is_torchvision_available():  # GPU servers: the stock processor, which insists on a video processor
-        from transformers import Qwen2VLVideoProcessor
+        from transformers import Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
 
-        video_processor = Qwen2VLVideoProcessor(
-            min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2
-        )
-        processor = Qwen2_5_VLProcessor(
+        video_class = Qwen3VLVideoProcessor if family == "qwen3-vl" else Qwen2VLVideoProcessor
+        stock = Qwen3VLProcessor if family == "qwen3-vl" else Qwen2_5_VLProcessor
+        video_processor = video_class(min_pixels=4 * tile, max_pixels=1024 * tile, **grid)
+        processor = stock(
             image_processor=image_processor,
             tokenizer=tokenizer,
             video_processor=video_processor,
             chat_template=template,
         )
     else:
-        processor = ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
-    config = model_config(size, tokenizer)
+        processor = IMAGE_ONLY_PROCESSORS[family](
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=template
+        )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    if family == "qwen3-vl":
+        model = Qwen3VLForConditionalGeneration(qwen3_model_config(size, tokenizer))
+    else:
+        model = Qwen2_5_VLForConditionalGeneration(model_config(size, tokenizer))
     model.generation_config = generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -317,6 +369,32 @@ def model_config(size: str, tokenizer) -> Qwen2_5_VLConfig:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=tie,
+    )  # fmt: skip
+
+
+def qwen3_model_config(size: str, tokenizer) -> Qwen3VLConfig:
+    """A Qwen3-VL config of one of MODEL_SIZES' widths and depths: 16 px patches merged 2x2, interleaved rotary
+    sections in Qwen3-VL's proportions (t:h:w = 24:20:20 of half a head), one deepstack layer."""
+    spec = MODEL_SIZES[size]
+    if spec.get("in_memory_only"):
+        raise ValueError(f"size {size!r} is Qwen2.5-VL-7B's shape; Qwen3-VL is built for tiny, small and medium")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = {k: v for k, v in spec["text"].items() if k != "mrope_section"}
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    side = (head_dim // 2) * 20 // 64
+    vision = {k: v for k, v in spec["vision"].items() if k != "fullatt_block_indexes"}
+    return Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), max_position_embeddings=16384, head_dim=head_dim, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
+                             "mrope_section": [head_dim // 2 - 2 * side, side, side]},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **text,
+        ),
+        vision_config=dict(out_hidden_size=text["hidden_size"], patch_size=16, spatial_merge_size=2,
+                           temporal_patch_size=2, num_position_embeddings=256, deepstack_visual_indexes=[0], **vision),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
     )  # fmt: skip
 
 

@@ -6,7 +6,8 @@ op is executed by `VisualEpisode` exactly as with the in-process model, and the 
 
 Each episode is one asyncio task; at most `concurrency` are in flight. Per turn the chat so far
 (`Trajectory.messages()`) is sent with the episode's images as PNG data URLs, in image-number order. Observations
-are sent as `user` turns: the chat API's `tool` role cannot carry images. By default the tools are declared in the
+are sent as `user` turns, since the chat API's `tool` role cannot carry images, with the text the chat template
+gives a `tool` turn (`<tool_response>` wrapper), so a served pxr model reads the tokens it was trained on. By default the tools are declared in the
 system prompt text and the model writes `<tool_call>` text, as everywhere in pxr; with `native_tools` the schemas
 go in the request's `tools` and the reply's native calls are turned into that same text before the episode reads
 them. A request that still fails after the client's retries ends its own episode (`Trajectory.error`, ending
@@ -81,14 +82,15 @@ def image_data_url(image) -> str:
 def openai_messages(messages: list[dict], image_urls: list[str], *, system_text: str | None = None) -> list[dict]:
     """pxr's chat (`Trajectory.messages()`) in the chat-completions format.
 
-    Image placeholders take `image_urls` in order; observation turns (`tool`) become `user` turns because the
-    `tool` role cannot carry images; system and assistant turns are plain strings. `system_text` replaces the
-    system prompt (native tools: the tools then travel in `tools=`, not in the text).
+    Image placeholders take `image_urls` in order; observation turns (`tool`) become the `user` turns the chat
+    template renders them to (`protocol.as_user_turn`: same tokens) because the `tool` role cannot carry images;
+    system and assistant turns are plain strings. `system_text` replaces the system prompt (native tools: the tools
+    then travel in `tools=`, not in the text).
     """
     urls = iter(image_urls)
     converted = []
-    for message in messages:
-        role = "user" if message["role"] == "tool" else message["role"]
+    for message in map(protocol.as_user_turn, messages):
+        role = message["role"]
         parts = message["content"]
         if role in ("system", "assistant"):
             text = "".join(p["text"] for p in parts if p["type"] == "text")

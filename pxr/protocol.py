@@ -9,10 +9,16 @@ template and a dataset that carries the system prompt as text agree byte for byt
 Variants (parameter `prompt`):
 - `pixel`: ops available (the default).
 - `text`: no ops (the paper's `notool` baseline and the text control of evaluation).
-- `pixel-reasoner-v1`: the released PixelReasoner checkpoints' own format (tool `crop_image_normalized`,
-  observation "Here is the cropped image (Image Size: WxH):", the released guideline), for faithful evaluation.
+- `pixel-reasoner-v1`: the released PixelReasoner checkpoints' own format, byte for byte, quirks included, for
+  faithful evaluation: tool `crop_image_normalized` with the released schema (its key order too), the question
+  verbatim and the released guideline (it names `crop_image`), observations as plain user turns whose text starts
+  with a newline ("\nHere is the cropped image (Image Size: WxH):"), errors as "\nExecution error:\n{msg}\n", the
+  frame message's off-by-one numbering, and a video as one video item where the processor reads videos.
 
-Tests: tests/test_protocol.py.
+The zoom schema tells the model its family's box convention (`pxr.families`). Backends that cannot send `tool`
+turns send `as_user_turn(message)`, which renders to the same tokens.
+
+Tests: tests/test_protocol.py, tests/test_backend_parity.py.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxr import families
+
 PROMPT_VARIANTS = ("pixel", "text", "pixel-reasoner-v1")
 OP_NAMES = ("zoom_in", "select_frames")
 # Names the released checkpoints and data use for zoom_in; accepted in every variant.
@@ -29,37 +37,40 @@ OP_ALIASES = {"crop_image_normalized": "zoom_in", "crop_image": "zoom_in"}
 
 BASE_SYSTEM_TEXT = "You are a helpful assistant."
 
-ZOOM_IN_SCHEMA = {
-    "type": "function",
-    "function": {
-        "name": "zoom_in",
-        "description": (
-            "Zoom in on a region of an image to see its details at higher resolution. Useful when an object or "
-            "text is too small to make out. Returns the region as a new image."
-        ),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "bbox_2d": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": (
-                        "The region as [x1, y1, x2, y2]: normalized coordinates in [0, 1], or pixel coordinates "
-                        "in the image as you see it."
-                    ),
+
+def zoom_in_schema(family: str = families.DEFAULT_FAMILY) -> dict:
+    """pxr's `zoom_in` schema; how `bbox_2d` is written is the model family's (`pxr.families`)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": "zoom_in",
+            "description": (
+                "Zoom in on a region of an image to see its details at higher resolution. Useful when an object or "
+                "text is too small to make out. Returns the region as a new image."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                        "description": families.get_family(family).box_description,
+                    },
+                    "target_image": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "The number of the image to zoom into; 1 is the first input image.",
+                    },
                 },
-                "target_image": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "The number of the image to zoom into; 1 is the first input image.",
-                },
+                "required": ["bbox_2d"],
             },
-            "required": ["bbox_2d"],
         },
-    },
-}
+    }
+
+
+ZOOM_IN_SCHEMA = zoom_in_schema()
 
 SELECT_FRAMES_SCHEMA = {
     "type": "function",
@@ -92,12 +103,13 @@ RELEASED_CROP_SCHEMA = {
         "parameters": {
             "type": "object",
             "properties": {
+                # Key order as released (type, description, items): `tojson` keeps it, and it is in the tokens.
                 "bbox_2d": {
                     "type": "array",
-                    "items": {"type": "number"},
                     "description": (
                         "coordinates for bounding box of the area you want to zoom in. Values should be within [0.0,1.0]."
                     ),
+                    "items": {"type": "number"},
                 },
                 "target_image": {
                     "type": "number",
@@ -158,19 +170,20 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def tool_schemas(variant: str = "pixel") -> list[dict]:
-    """The tools declared to the model: what a chat template receives as `tools=`."""
+def tool_schemas(variant: str = "pixel", family: str = families.DEFAULT_FAMILY) -> list[dict]:
+    """The tools declared to the model: what a chat template receives as `tools=`. The released schemas are as
+    released whatever the family (the released checkpoints are Qwen2.5-VL and were told [0, 1] boxes)."""
     check_variant(variant)
     if variant == "text":
         return []
     if variant == "pixel-reasoner-v1":
         return [RELEASED_CROP_SCHEMA, RELEASED_SELECT_SCHEMA]
-    return [ZOOM_IN_SCHEMA, SELECT_FRAMES_SCHEMA]
+    return [zoom_in_schema(family), SELECT_FRAMES_SCHEMA]
 
 
-def system_prompt(variant: str = "pixel") -> str:
-    """The full system message text, identical to what Qwen's tool template renders for `tool_schemas(variant)`."""
-    tools = tool_schemas(variant)
+def system_prompt(variant: str = "pixel", family: str = families.DEFAULT_FAMILY) -> str:
+    """The full system message text, identical to what Qwen's tool template renders for `tool_schemas(...)`."""
+    tools = tool_schemas(variant, family)
     if not tools:
         return BASE_SYSTEM_TEXT
     # json.dumps with default separators and key order is what the template's `tojson` produces.
@@ -193,9 +206,10 @@ def format_options(options: list[str]) -> str:
 
 
 def user_text(question: str, options: list[str] | None = None, variant: str = "pixel") -> str:
-    """The text that follows the visual input in the user turn: question, options, guideline."""
+    """The text that follows the visual input in the user turn: question, options, guideline. The released prompt
+    took the question verbatim (surrounding whitespace and any literal `<image>` included); pxr's variants strip it."""
     check_variant(variant)
-    body = question.strip()
+    body = question if variant == "pixel-reasoner-v1" else question.strip()
     if options:
         body += "\nOptions:\n" + format_options(options)
     return body + _GUIDELINE_SEPARATOR[variant] + GUIDELINES[variant]
@@ -217,24 +231,36 @@ def _numbers(numbers: list[int]) -> str:
 
 
 def zoom_observation_text(variant: str, new_number: int, source_number: int, size: tuple[int, int]) -> str:
-    """The line that accompanies a returned crop; it names the number `target_image` will accept for it."""
+    """The line that accompanies a returned crop; it names the number `target_image` will accept for it.
+
+    Under `pixel-reasoner-v1` it is the released line, leading newline included (the released rollout put it there
+    because the observation is a plain user turn right after `<|im_start|>user\n`), and it names no number."""
     if variant == "pixel-reasoner-v1":
-        return f"Here is the cropped image (Image Size: {_size(size)}):"
+        return f"\nHere is the cropped image (Image Size: {_size(size)}):"
     return f"Here is {_numbers([new_number])}: the zoomed region of image {source_number} ({_size(size)} px)."
 
 
-def frames_observation_text(variant: str, new_numbers: list[int], frames: list[int], size: tuple[int, int]) -> str:
-    """The line that accompanies selected frames, naming their new image numbers."""
+def frames_observation_text(
+    variant: str, new_numbers: list[int], frames: list[int], size: tuple[int, int], *, video_frames: int = 0
+) -> str:
+    """The line that accompanies selected frames, naming their new image numbers.
+
+    Under `pixel-reasoner-v1` it is the released line. Its quirk is kept because the released models were trained
+    on it: the released code counted positions in a list whose entry 1 is the whole video (`video_frames` frames
+    here), so it announces "Numbered a to b" with a = 1 for the first selection, while cropping those frames takes
+    `target_image` a + 1 .. b + 1 (the episode maps that under this variant)."""
     if variant == "pixel-reasoner-v1":
-        return (
-            f"Here are the selected frames (Frame Size: {_size(size)}, Numbered {new_numbers[0]} to {new_numbers[-1]}):"
-        )
+        start, end = new_numbers[0] - video_frames, new_numbers[-1] - video_frames
+        return f"\nHere are the selected frames (Frame Size: {_size(size)}, Numbered {start} to {end}):"
     frame_list = ", ".join(map(str, frames))
     noun = "frame" if len(frames) == 1 else "frames"
     return f"Here {'is' if len(frames) == 1 else 'are'} {_numbers(new_numbers)}: video {noun} {frame_list} ({_size(size)} px)."
 
 
-def error_observation_text(message: str) -> str:
+def error_observation_text(message: str, variant: str = "pixel") -> str:
+    """What a failed call returns. The released format wraps the message in newlines: "\nExecution error:\n{msg}\n"."""
+    if variant == "pixel-reasoner-v1":
+        return f"\nExecution error:\n{message}\n"
     return f"Execution error: {message}"
 
 
@@ -398,16 +424,33 @@ def _norm(s: str) -> str:
 # ----------------------------------------------------------------------------------------------- conversations
 
 
-def user_content(question: str, n_images: int, *, is_video: bool = False, options=None, variant: str = "pixel"):
-    """The first user turn's content: the visual input as image placeholders, then the question and guideline.
-    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4)."""
-    if is_video:
+VIDEO_INPUTS = ("frames", "video")
+
+
+def user_content(
+    question: str, n_images: int, *, is_video: bool = False, options=None, variant: str = "pixel", video_input="frames"
+):
+    """The first user turn's content: the visual input as placeholders, then the question and guideline.
+
+    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4). With
+    `video_input="video"` (the released format, where a processor with a video processor is at hand) the video is
+    one video item instead, as the released models saw it; its frames then go to the processor as one video."""
+    if video_input not in VIDEO_INPUTS:
+        raise ValueError(f"video_input must be one of {', '.join(VIDEO_INPUTS)}, got {video_input!r}")
+    if is_video and video_input == "video":
+        content = [{"type": "video"}]
+    elif is_video:
         content = []
         for k in range(1, n_images + 1):
             content += [{"type": "text", "text": f"Frame {k}:"}, {"type": "image"}]
     else:
         content = [{"type": "image"} for _ in range(n_images)]
     return content + [{"type": "text", "text": user_text(question, options, variant)}]
+
+
+# How Qwen's tool template renders a `tool` turn (TRL's qwen3_vl template): inside the user turn, the content
+# between these two strings. A backend that cannot send `tool` turns sends this as a user turn's content.
+TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE = "<tool_response>\n", "\n</tool_response>"
 
 
 def observation_message(text: str, n_images: int, variant: str = "pixel") -> dict:
@@ -418,14 +461,45 @@ def observation_message(text: str, n_images: int, variant: str = "pixel") -> dic
     return {"role": role, "content": [{"type": "text", "text": text}] + [{"type": "image"}] * n_images}
 
 
-def build_messages(question: str, n_inputs: int, turns, *, is_video=False, options=None, variant="pixel") -> list[dict]:
+def as_user_turn(message: dict) -> dict:
+    """A `tool` turn as the `user` turn the template renders it to (`<tool_response>` wrapper in the text), for
+    chat APIs whose `tool` role cannot carry images; other turns are returned as they are. Rendering either gives the
+    same tokens, as long as observations are not two `tool` turns in a row (pxr never makes such)."""
+    if message["role"] != "tool":
+        return message
+    parts = [dict(p) for p in message["content"]]
+    if parts and parts[0]["type"] == "text":
+        parts[0]["text"] = TOOL_RESPONSE_OPEN + parts[0]["text"]
+    else:
+        parts.insert(0, {"type": "text", "text": TOOL_RESPONSE_OPEN})
+    if parts[-1]["type"] == "text":
+        parts[-1]["text"] += TOOL_RESPONSE_CLOSE
+    else:
+        parts.append({"type": "text", "text": TOOL_RESPONSE_CLOSE})
+    return {"role": "user", "content": parts}
+
+
+def build_messages(
+    question: str,
+    n_inputs: int,
+    turns,
+    *,
+    is_video=False,
+    options=None,
+    variant="pixel",
+    video_input="frames",
+    family=families.DEFAULT_FAMILY,
+) -> list[dict]:
     """The chat of an episode so far. `turns` are (role, text, n_images) with role "assistant" or "observation";
-    image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images."""
+    image placeholders appear in image-number order, so the episode's `shown_images` are the processor's images
+    (with `video_input="video"` the video's frames are one video and the images are those after it)."""
     messages = [
-        {"role": "system", "content": [{"type": "text", "text": system_prompt(variant)}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(variant, family)}]},
         {
             "role": "user",
-            "content": user_content(question, n_inputs, is_video=is_video, options=options, variant=variant),
+            "content": user_content(
+                question, n_inputs, is_video=is_video, options=options, variant=variant, video_input=video_input
+            ),
         },
     ]
     for role, text, n_images in turns:

@@ -88,7 +88,21 @@ class Trajectory:
             is_video=self.episode.is_video,
             options=self.query.options,
             variant=variant or self.episode.config.prompt,
+            video_input=self.video_input,
+            family=self.episode.config.family,
         )
+
+    @property
+    def video_input(self) -> str:
+        """How the chat shows the video: one video item (released format, where resolved so) or numbered frames."""
+        return "video" if self.episode.is_video and self.episode.config.video_input == "video" else "frames"
+
+    def visual_inputs(self) -> tuple[list, list]:
+        """(images, videos) for the processor, in the order of the chat's placeholders."""
+        shown = self.episode.shown_images
+        if self.video_input == "video":
+            return shown[self.episode.n_inputs :], [shown[: self.episode.n_inputs]]
+        return shown, []
 
     def record(self) -> dict[str, Any]:
         """JSON-ready: the query (without pixels), the turns, the episode record, tokens and timings."""
@@ -157,17 +171,18 @@ def generate_turn(
         pad_token_id=tokenizer.pad_token_id,
         **sampling,
     )
-    if states is not None and rollout_batch.supports_cache_reuse(model):
+    as_video = any(t.video_input == "video" for t in batch)  # the cached engine feeds images only
+    if states is not None and not as_video and rollout_batch.supports_cache_reuse(model):
         generated, _, lengths = rollout_batch.generate_turn_cached(
             model, processor, batch, states, texts, generate_kwargs
         )
         rows = generated.tolist()
     else:
-        images = [image for t in batch for image in t.episode.shown_images]
+        images = [image for t in batch for image in t.visual_inputs()[0]]
+        videos = [video for t in batch for video in t.visual_inputs()[1]]
         # The episode already fitted every image to its budget on the patch grid: resizing again would only cost time.
-        inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt", do_resize=False).to(
-            model.device
-        )
+        visual = {"images": images or None, **({"videos": videos} if videos else {})}
+        inputs = processor(text=texts, **visual, padding=True, return_tensors="pt", do_resize=False).to(model.device)
         prompt_width = inputs["input_ids"].shape[1]
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         with torch.no_grad():

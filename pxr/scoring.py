@@ -3,8 +3,9 @@
 Every scorer maps (the model's final text, the gold answer or answers, the options) to a score in [0, 1] and never
 raises on model text. Multiple choice, number and text reuse `pxr.reward.is_correct` (the RL reward's matcher), so
 a benchmark and the reward agree on what a right answer is. ANLS (Average Normalized Levenshtein Similarity, the
-InfographicVQA metric of Biten et al. 2019) is new here: per gold answer `1 - NL` when the normalized edit distance
-NL is below the threshold τ (0.5), else 0; the item's score is the maximum over its gold answers.
+InfographicVQA metric of Biten et al. 2019) follows the official scorer: the item's score is `1 - NL` for its
+closest gold answer (NL: edit distance of the normalized strings over the longer raw length), 0 when that is below
+τ = 0.5.
 
 Tests: tests/test_scoring.py (literal cases: letters, option text, numbers, ANLS thresholds).
 """
@@ -31,26 +32,28 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def _anls_normalize(text: str) -> str:
-    # The reference implementation compares lower-cased answers with surrounding and repeated spaces removed.
-    return " ".join(str(text).lower().split())
+    # The official scorer compares answers lower-cased, stripped, with runs of whitespace made one space.
+    return " ".join(str(text).strip().lower().split())
 
 
 def anls(prediction: str | None, golds, *, threshold: float = ANLS_THRESHOLD) -> float:
-    """ANLS of one prediction against one gold answer or a list of them: max over golds of `1 - NL` when
-    `NL = lev(p, g) / max(|p|, |g|)` is below `threshold`, else 0. A missing prediction scores 0."""
+    """ANLS of one prediction against one gold answer or a list of them, by the official InfographicVQA scorer's
+    rule: `NL = lev(norm(p), norm(g)) / max(len(g), len(p))` with the lengths of the raw strings (as upper-cased:
+    the scorer's own measure), the item's score `1 - min NL` over the golds, kept unless it is below `threshold`
+    (so NL = 0.5 still scores 0.5: `anls("12", ["13"]) == 0.5`). Empty gold and prediction: NL 0. A missing
+    prediction (no answer extracted) scores 0."""
     if prediction is None:
         return 0.0
     golds = list(golds) if isinstance(golds, (list, tuple)) else [golds]
-    predicted = _anls_normalize(prediction)
-    best = 0.0
-    for gold in golds:
-        target = _anls_normalize(gold)
-        longest = max(len(predicted), len(target))
-        if longest == 0:
-            continue
-        distance = levenshtein(predicted, target) / longest
-        best = max(best, 1.0 - distance if distance < threshold else 0.0)
-    return best
+    if not golds:
+        return 0.0
+    raw, predicted = str(prediction), _anls_normalize(prediction)
+    distances = []
+    for gold in map(str, golds):
+        length = max(len(gold.upper()), len(raw.upper()))
+        distances.append(levenshtein(_anls_normalize(gold), predicted) / length if length else 0.0)
+    score = 1.0 - min(distances)
+    return 0.0 if score < threshold else score
 
 
 def score_response(response: str, answer, kind: str = "auto", options: list[str] | None = None) -> float:

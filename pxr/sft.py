@@ -93,6 +93,7 @@ def sft_example(record: data.TrajectoryRecord, root, episode_config: EpisodeConf
         is_video=record.is_video,
         options=record.options,
         variant=record.prompt,
+        family=episode.config.family,
     )
     trainable = [t.trainable for t in record.turns if t.role == "assistant"]
     return {"id": record.id, "messages": messages, "images": episode.shown_images, "trainable": trainable}

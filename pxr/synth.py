@@ -7,6 +7,8 @@ answer. Every op runs through `VisualEpisode`, so the observation text and image
 meets in RL, evaluation and the demo. Self-correction variants execute the wrong op for real, follow it with a
 reflective sentence, and mark that turn `trainable: false` (the paper masks erroneous ops; the released code's
 "last two assistant turns" rule is not copied). A trajectory whose correct op does not contain the cue is rejected.
+Boxes are written in the model family's convention (`pxr.families`: pixels of the image as shown for Qwen2.5-VL,
+0-1000 for Qwen3-VL).
 
 Tests: tests/test_synth.py.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from pxr import protocol
+from pxr import families, protocol
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 
@@ -58,7 +60,6 @@ class SynthConfig:
     share_overlarge: float = 0.3  # a crop that contains the cue but is far too large first
     video_share_wrong_frames: float = 0.1  # videos: frames outside the cue window first (else single)
     overlarge_factor: float = 3.5  # side of the over-large box relative to the cue box
-    box_decimals: int = 3  # normalized coordinates as the model writes them
 
     def __post_init__(self):
         shares = (self.share_single, self.share_wrong_crop, self.share_two_wrong, self.share_overlarge)
@@ -183,9 +184,10 @@ class _Builder:
             raise SynthRejected("the final turn does not read as an answer")
 
 
-def _zoom_call(box, decimals: int, target: int = 1) -> str:
-    box = [round(min(1.0, max(0.0, v)), decimals) for v in box]
-    return protocol.tool_call_text("zoom_in", {"bbox_2d": box, "target_image": target})
+def _zoom_call(box, episode: VisualEpisode, target: int = 1) -> str:
+    """A zoom on a [0, 1] box of image `target`, the box written in the model family's convention."""
+    written = families.from_normalized(box, episode.entries[target - 1].shown.size, episode.box_family)
+    return protocol.tool_call_text("zoom_in", {"bbox_2d": written, "target_image": target})
 
 
 def _normalized(boxes: list[list[float]], size: tuple[int, int]) -> list[float]:
@@ -236,26 +238,26 @@ def build_trajectory(
         cue = _normalized(item.cue_boxes, inputs[0].size)
         width, height = inputs[0].size
         cues = [[b[0] / width, b[1] / height, b[2] / width, b[3] / height] for b in item.cue_boxes]
-        padding, decimals = episode_config.zoom_padding, synth_config.box_decimals
+        padding = episode_config.zoom_padding
         bridge = _sentence(rng.choice(ZOOM_BRIDGES), cue_name)
         lead = f"{analysis.whole.strip()} {bridge}\n"
         if variant in ("wrong_crop", "two_wrong"):
             first = wrong_box(cues, rng, padding=padding)
-            build.call(lead + _zoom_call(first, decimals), trainable=False)
+            build.call(lead + _zoom_call(first, episode), trainable=False)
             reflection = rng.choice(WRONG_CROP_REFLECTIONS)
             lead = _sentence(reflection, cue_name) + "\n"
             if variant == "two_wrong":  # the second reflection is worded differently from the first
                 second = wrong_box(cues, rng, padding=padding, avoid=[first])
-                build.call(lead + _zoom_call(second, decimals), trainable=False)
+                build.call(lead + _zoom_call(second, episode), trainable=False)
                 other = WRONG_CROP_REFLECTIONS[1 - WRONG_CROP_REFLECTIONS.index(reflection)]
                 lead = _sentence(other, cue_name) + "\n"
         elif variant == "overlarge":
             build.call(
-                lead + _zoom_call(overlarge_box(cue, rng, factor=synth_config.overlarge_factor), decimals),
+                lead + _zoom_call(overlarge_box(cue, rng, factor=synth_config.overlarge_factor), episode),
                 trainable=False,
             )
             lead = _sentence(rng.choice(OVERLARGE_REFLECTIONS), cue_name) + "\n"
-        observation = build.call(lead + _zoom_call(cue, decimals), trainable=True)
+        observation = build.call(lead + _zoom_call(cue, episode), trainable=True)
         crop = episode.entries[observation.numbers[0] - 1].root_box
         if not all(crop[0] <= b[0] and crop[1] <= b[1] and b[2] <= crop[2] and b[3] <= crop[3] for b in item.cue_boxes):
             raise SynthRejected("the crop does not contain the cue")

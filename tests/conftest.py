@@ -57,5 +57,13 @@ def fake_repo(tmp_path, monkeypatch):
     return tmp_path
 
 
+def family_episode_config(family: str, **overrides):
+    """Episode settings for a model of `family` (`pxr.families`): its patch grid and box convention."""
+    from pxr import families
+    from pxr.config import EpisodeConfig
+
+    return EpisodeConfig(model_family=family, patch_factor=families.get_family(family).patch_factor, **overrides)
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())

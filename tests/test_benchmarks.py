@@ -60,7 +60,9 @@ def test_released_parquet_layout_keeps_good_rows_and_counts_bad_ones(root):
     assert first.images == [(root / "images" / "a.jpg").resolve()] and first.video is None
     # options written in the question are not shown twice, but scoring reads letters and option text with them
     assert second.options is None and second.meta["options_for_scoring"] == ["red", "green", "blue", "white"]
-    assert not second.question.startswith("<image>")
+    assert second.question == VSTAR_ROWS[1]["question"]  # verbatim, `<image>` kept, as the released evaluation
+    [_, instructed], _ = load_rows(path, root, benchmark="vstar", question_prompt="instructed")
+    assert instructed.question.startswith("What is the colour of the cup?")
     assert first.meta["benchmark"] == "vstar" and first.meta["kind"] == "vstar"
     assert get_benchmark("vstar").score("\\boxed{green}", second.answer, second.meta["options_for_scoring"]) == 1.0
     both = {**VSTAR_ROWS[1], "qid": "vstar-both", "options": ["red", "green", "blue", "white"]}
@@ -134,7 +136,11 @@ def test_benchmark_specific_instruction_and_scorers():
         "jsonl",
     }
     tally, info = get_benchmark("tallyqa-complex"), get_benchmark("infovqa")
-    assert tally.prompt_for("How many dogs?") == "How many dogs?\nAnswer with a single number."
+    assert tally.prompt_for("<image>\nHow many dogs?") == "<image>\nHow many dogs?"  # released: verbatim
+    assert tally.prompt_for("<image>\nHow many dogs?", "instructed") == "How many dogs?\nAnswer with a single number."
+    assert info.prompt_for("What year?", "instructed") == "What year?\nAnswer with a short word or phrase."
+    with pytest.raises(ValueError, match="question_prompt"):
+        tally.prompt_for("How many?", "short")
     assert tally.score("\\boxed{three}", "3") == 1.0 and info.metric == "anls"
     assert info.score("\\boxed{Londn}", ["london"]) == pytest.approx(5 / 6)
     with pytest.raises(ValueError, match="unknown benchmark"):

@@ -33,6 +33,7 @@ from pxr.importers import (
     import_annotated_videos,
     import_released_rl,
     import_released_sft,
+    mask_wrong_ops,
 )
 
 SEED = SeedItem(
@@ -368,6 +369,8 @@ def test_import_released_sft(tmp_path, layout, capsys):
     assert image.answer == "OPEN" and image.meta["error_turns_annotated"] is False
     assert video.is_video and len(video.inputs) == 4 and video.turns[1].images == ["videos/v1/2.png", "videos/v1/3.png"]
     assert text.turns[1].role == "observation" and text.turns[1].text.startswith("\nExecution error")
+    assert [t.trainable for t in text.turns] == [False, False, True]  # the failed call is a wrong op
+    assert (text.meta["mask_rule"], text.meta["masked_turns"], image.meta["masked_turns"]) == ("wrong_ops", 1, 0)
     assert text.answer == "red" and text.question == "Colour of the sign?"
     assert "missing file: 1" in str(report)
 
@@ -592,3 +595,37 @@ def test_importers_never_raise_on_arbitrary_rows(tmp_path_factory, rows):
     for importer in (import_released_sft, import_released_rl, import_annotated_images, import_annotated_videos):
         records, report = importer(path, root)
         assert report.imported == len(records) and report.imported + report.n_skipped == report.read == len(rows)
+
+
+def _turns(*roles_texts):
+    return [TrajectoryTurn(role=r, text=t, trainable=r == "assistant") for r, t in roles_texts]
+
+
+RECROP_TWICE = [
+    ("assistant", "The whole image shows a street. Now I will zoom in.\n" + CROP_CALL),
+    ("observation", "\nHere is the cropped image (Image Size: 56x56):"),
+    ("assistant", "The cropped part does not contain the sign, I will zoom in again.\n" + CROP_CALL),
+    ("observation", "\nHere is the cropped image (Image Size: 56x56):"),
+    ("assistant", "Still not there, I will zoom in again.\n" + CROP_CALL),
+    ("observation", "\nHere is the cropped image (Image Size: 56x56):"),
+    ("assistant", "The sign reads OPEN. \\boxed{OPEN}"),
+]
+
+
+def test_wrong_ops_are_masked_from_the_structure_or_by_the_released_last_two_rule(tmp_path):
+    turns = _turns(*RECROP_TWICE)
+    assert mask_wrong_ops(turns) == 2
+    assert [t.trainable for t in turns] == [False, False, False, False, True, False, True]
+    turns = _turns(*RECROP_TWICE)
+    assert mask_wrong_ops(turns, "last_two") == 2  # here both rules agree
+    assert [t.trainable for t in turns] == [False, False, False, False, True, False, True]
+    answered_in_text = _turns(*RECROP_TWICE[4:6], ("assistant", "It looks open."), ("assistant", "\\boxed{OPEN}"))
+    assert mask_wrong_ops(answered_in_text, "last_two") == 1  # positional: the correct op is masked
+    assert [t.trainable for t in answered_in_text] == [False, False, True, True]
+    single_pass = _turns(*RECROP_TWICE[4:])
+    assert mask_wrong_ops(single_pass) == 0 and [t.trainable for t in single_pass] == [True, False, True]
+    with pytest.raises(ValueError, match="last_two"):
+        mask_wrong_ops(turns, "positional")
+    path = write_sft(tmp_path / "sft.json", sft_records(tmp_path), "json")
+    records, _ = import_released_sft(path, tmp_path, mask_rule="last_two")
+    assert records[2].meta["mask_rule"] == "last_two" and [t.trainable for t in records[2].turns] == [True, False, True]

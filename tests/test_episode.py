@@ -250,8 +250,9 @@ def test_released_variant_speaks_the_released_observation_format():
     ep = VisualEpisode(images=[coordinate_image(600, 400)], prompt="pixel-reasoner-v1")
     obs = ep.step(zoom([0.1, 0.1, 0.5, 0.5], target=1, name="crop_image_normalized"))
     w, h = obs.images[0].size
-    assert obs.text == f"Here is the cropped image (Image Size: {w}x{h}):"
-    assert "crop_image_normalized" in ep.step(tool_call_text("rotate", {})).text
+    assert obs.text == f"\nHere is the cropped image (Image Size: {w}x{h}):"  # the released leading newline
+    error = ep.step(tool_call_text("rotate", {})).text
+    assert "crop_image_normalized" in error and error.startswith("\nExecution error:\n") and error.endswith("\n")
 
 
 def test_construction_errors_are_clear(tmp_path):

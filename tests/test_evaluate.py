@@ -5,10 +5,12 @@ import json
 
 import pytest
 from PIL import Image
+from transformers.utils import is_torchvision_available
 
 from pxr import models, protocol
 from pxr.config import EpisodeConfig
-from pxr.evaluate import EvalConfig, controlled, evaluate, gallery, write_results
+from pxr.evaluate import EvalConfig, controlled, evaluate, gallery, resolve_video_input, write_results
+from pxr.importers import ImportReport
 from pxr.rollout import Query
 from tests.test_rollout import ScriptedModel
 
@@ -70,7 +72,8 @@ def test_scripted_model_gives_the_exact_figures(processor):
     assert kinds["read"]["items"] == 3 and kinds["read"]["accuracy"] == pytest.approx(1 / 3)
     assert kinds["read"]["zoom_iou"] == pytest.approx(0.75) and kinds["flash"]["rapr"] == 1.0
     # the protocol travels with the figures
-    assert m["benchmark"] == "jsonl" and m["benchmark_version"] == "1" and m["prompt"] == "pixel"
+    assert m["benchmark"] == "jsonl" and m["benchmark_version"] == "2" and m["prompt"] == "pixel"
+    assert m["question_prompt"] == "released" and m["video_input"] == "frames" and m["model_family"] == "qwen2.5-vl"
     assert m["control"] == "none" and m["backend"] == "local" and m["model"] == "scripted"
     assert m["decoding"] == "greedy" and m["max_ops"] == 4 and m["image_max_pixels"] == 200704
 
@@ -122,3 +125,30 @@ def test_an_unreadable_video_file_is_one_failed_item_not_a_crash(processor, tmp_
     )
     assert [r["id"] for r in result.records] == ["q0"] and list(result.unstartable) == ["v"]
     assert result.metrics["items_unstartable"] == 1 and result.metrics["items"] == 1
+
+
+def test_skipped_rows_are_recorded_by_reason(processor):
+    report = ImportReport("bench.jsonl", read=8, imported=5)
+    report.skip("missing file", "record 2: a.png")
+    report.skip("duplicate qid", "record 5: q1", count=2)
+    model = ScriptedModel(processor.tokenizer, script)
+    config = EvalConfig(benchmark="jsonl", model_path="scripted")
+    m = evaluate(items(), config, model=model, processor=processor, progress=False, report=report).metrics
+    assert (m["rows_read"], m["rows_skipped"]) == (8, 3)
+    assert (m["rows_skipped_missing_file"], m["rows_skipped_duplicate_qid"]) == (1, 2)
+    assert "rows_skipped" not in run(processor).metrics  # no report given: nothing claimed
+
+
+def test_video_input_auto_is_resolved_against_the_processor_and_recorded(processor):
+    released = EpisodeConfig(prompt="pixel-reasoner-v1", video_input="auto")
+    reads_videos = type("WithVideo", (), {"video_processor": object()})()
+    assert resolve_video_input(released, reads_videos) == "video"
+    assert resolve_video_input(released, processor) == ("video" if is_torchvision_available() else "frames")
+    assert resolve_video_input(released, None) == "frames"  # an endpoint gets images
+    assert resolve_video_input(EpisodeConfig(video_input="auto"), reads_videos) == "frames"  # pxr numbers frames
+    with pytest.raises(ValueError, match="local backend"):
+        resolve_video_input(EpisodeConfig(prompt="pixel-reasoner-v1", video_input="video"), None)
+    model = ScriptedModel(processor.tokenizer, script)
+    config = EvalConfig(benchmark="jsonl", model_path="scripted")
+    m = evaluate(items()[:1], config, episode_config=released, model=model, processor=processor, progress=False)
+    assert m.metrics["video_input"] == ("video" if is_torchvision_available() else "frames")

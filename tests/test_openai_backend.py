@@ -83,7 +83,7 @@ def test_two_turn_episode_zooms_then_answers_with_images_as_data_urls():
     assert system["content"] == protocol.system_prompt("pixel")
     assert assistant["content"] == trajectory.turns[0].text
     assert observation["content"][0]["type"] == "text"
-    assert observation["content"][0]["text"].startswith("Here is image 2")
+    assert observation["content"][0]["text"].startswith("<tool_response>\nHere is image 2")
     urls = image_urls(second)
     assert len(urls) == 2
     for url, shown in zip(urls, episode.shown_images, strict=True):
@@ -295,15 +295,17 @@ def test_the_official_api_without_a_key_fails_before_any_request(monkeypatch):
 # ------------------------------------------------------------------------------------------- pure pieces
 
 
-def test_observation_turns_become_user_turns_and_placeholders_take_urls_in_order():
+def test_observation_turns_become_wrapped_user_turns_and_placeholders_take_urls_in_order():
     messages = protocol.build_messages("Q?", 1, [("assistant", "call", 0), ("observation", "Here is image 2", 1)])
     converted = openai_messages(messages, ["data:1", "data:2"])
     assert [m["role"] for m in converted] == ["system", "user", "assistant", "user"]
     assert converted[1]["content"][0] == {"type": "image_url", "image_url": {"url": "data:1"}}
-    assert converted[3]["content"] == [
-        {"type": "text", "text": "Here is image 2"},
+    assert converted[3]["content"] == [  # the text the template gives a tool turn (tests/test_backend_parity.py)
+        {"type": "text", "text": "<tool_response>\nHere is image 2"},
         {"type": "image_url", "image_url": {"url": "data:2"}},
+        {"type": "text", "text": "\n</tool_response>"},
     ]
+    assert messages[3]["role"] == "tool"  # the chat itself is left as it was
     with pytest.raises(ValueError, match="more image placeholders"):
         openai_messages(messages, ["data:1"])
     with pytest.raises(ValueError, match="more images"):

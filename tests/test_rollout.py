@@ -6,13 +6,23 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessorList
 
-from pxr import models, protocol, rollout_batch
+from pxr import families, models, protocol, rollout_batch
+from pxr.config import EpisodeConfig
 from pxr.rollout import Query, RolloutConfig, generate_trajectories, load_trajectory_records, save_trajectories
+from tests.conftest import family_episode_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return models.load_model(models.build_tiny_model(tmp_path_factory.mktemp("tiny")), device="cpu")
+
+
+@pytest.fixture(scope="module", params=list(families.FAMILIES))
+def tiny_of_family(request, tmp_path_factory):
+    """The tiny model in each family's shape, with the episode settings of that family."""
+    config = family_episode_config(request.param)
+    path = models.build_tiny_model(tmp_path_factory.mktemp(request.param), family=request.param)
+    return (*models.load_model(path, device="cpu", episode_config=config), config)
 
 
 class ScriptedModel:
@@ -126,10 +136,13 @@ def test_video_query_frames_are_numbered_images(tiny):
     assert "Frame 16:" in processor.apply_chat_template(t.messages(), tokenize=False)
 
 
-def test_real_tiny_model_rollout_and_records(tiny, tmp_path):
-    model, processor = tiny
+def test_real_tiny_model_rollout_and_records(tiny_of_family, tmp_path):
+    model, processor, episode_config = tiny_of_family
     config = RolloutConfig(max_new_tokens=6, batch_size=4, temperature=1.0)
-    trajectories = generate_trajectories(model, processor, queries(3), rollout_config=config, progress=False)
+    trajectories = generate_trajectories(
+        model, processor, queries(3), episode_config=episode_config, rollout_config=config, progress=False
+    )
+    assert all(t.episode.record()["model_family"] == episode_config.model_family for t in trajectories)
     assert all(t.episode.done and t.generated_tokens > 0 for t in trajectories)
     path = save_trajectories(trajectories, tmp_path)
     records = load_trajectory_records(path)
@@ -143,17 +156,19 @@ def test_real_tiny_model_rollout_and_records(tiny, tmp_path):
 # ------------------------------------------------------------------------- KV caches kept across turns
 
 
-@pytest.fixture(scope="module")
-def sharp(tmp_path_factory):
-    """The tiny model with larger random weights: its greedy text depends on the prompt (the stock init writes
-    newlines whatever it is shown), so a wrong position or a stale cache changes the text."""
-    model, processor = models.load_model(models.build_tiny_model(tmp_path_factory.mktemp("sharp")), device="cpu")
+@pytest.fixture(scope="module", params=list(families.FAMILIES))
+def sharp(request, tmp_path_factory):
+    """The tiny model (each family's shape) with larger random weights: its greedy text depends on the prompt (the
+    stock init writes newlines whatever it is shown), so a wrong position or a stale cache changes the text."""
+    episode_config = family_episode_config(request.param)
+    path = models.build_tiny_model(tmp_path_factory.mktemp("sharp"), family=request.param)
+    model, processor = models.load_model(path, device="cpu", episode_config=episode_config)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 2 and "visual" not in name:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.15)
-    return model, processor
+    return model, processor, episode_config
 
 
 class ZoomFirst:
@@ -214,7 +229,7 @@ def test_prompt_ids_match_the_processor(tiny):
 
 
 def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkeypatch):
-    model, processor = sharp
+    model, processor, episode_config = sharp
     model_ = ZoomFirst(model, processor.tokenizer)
     config = dict(max_new_tokens=len(model_.forced), temperature=0.0)
 
@@ -223,6 +238,7 @@ def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkey
             model_,
             processor,
             zoom_queries(5),
+            episode_config=episode_config,
             rollout_config=RolloutConfig(batch_size=batch_size, **config),
             progress=False,
         )
@@ -241,7 +257,7 @@ def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkey
 
 
 def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
-    model, processor = sharp
+    model, processor, episode_config = sharp
     encoded = []
     encode = rollout_batch._encode_images
 
@@ -252,7 +268,42 @@ def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
     monkeypatch.setattr(rollout_batch, "_encode_images", counting)
     model_ = ZoomFirst(model, processor.tokenizer)
     config = RolloutConfig(max_new_tokens=len(model_.forced), batch_size=2)
-    trajectories = generate_trajectories(model_, processor, zoom_queries(2), rollout_config=config, progress=False)
+    trajectories = generate_trajectories(
+        model_, processor, zoom_queries(2), episode_config=episode_config, rollout_config=config, progress=False
+    )
     shown = [[entry.shown.size for entry in t.episode.entries] for t in trajectories]
     # turn 1: each input image; turn 2: each crop only (the input's keys/values come from the cache)
     assert encoded == [[shown[0][0]], [shown[1][0]], [shown[0][1]], [shown[1][1]]]
+
+
+class VideoRecordingProcessor:
+    """The tiny processor, recording what a processor with a video processor would be given (torchvision is not
+    installed here, so the stock one cannot be built); the video's frames are left out of the real call."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["inner"], name)
+
+    def __call__(self, text, images=None, videos=None, **kwargs):
+        self.calls.append({"images": len(images or []), "videos": [len(v) for v in videos or []]})
+        text = [t.replace("<|video_pad|>", "") for t in text]
+        return self.inner(text=text, images=images, **kwargs)
+
+
+def test_released_format_gives_the_video_as_one_video_item(tiny):
+    _, processor = tiny
+    recording = VideoRecordingProcessor(processor)
+    frames = [Image.new("RGB", (224, 168), (k * 15, 0, 0)) for k in range(16)]
+    select = protocol.tool_call_text("select_frames", {"target_frames": [4, 5]})
+    model = ScriptedModel(processor.tokenizer, lambda p: "\\boxed{3}" if "Numbered" in p else select)
+    config = EpisodeConfig(prompt="pixel-reasoner-v1", video_input="video")
+    [t] = generate_trajectories(
+        model, recording, [Query("v", "Which digit flashes?", video=frames)], episode_config=config, progress=False
+    )
+    assert t.turns[1].text.endswith("Numbered 1 to 2):") and t.episode.ending == "answer"
+    # turn 1: the video alone; turn 2: the video and the two selected frames as images
+    assert recording.calls == [{"images": 0, "videos": [16]}, {"images": 2, "videos": [16]}]
+    text = processor.apply_chat_template(t.messages(), tokenize=False)
+    assert text.count("<|video_pad|>") == 1 and "Frame 1:" not in text

@@ -59,7 +59,10 @@ def test_levenshtein():
         ("london", ["London"], 1.0),  # case and spaces are normalized
         ("  New   York ", ["new york"], 1.0),
         ("londn", ["london"], 1 - 1 / 6),  # NL = 1/6 < 0.5
-        ("abcd", ["abef"], 0.0),  # NL = 2/4 = 0.5 is not below τ = 0.5: the threshold is strict
+        ("abcd", ["abef"], 0.5),  # NL = 2/4 = 0.5: 1 - NL = 0.5 is not below τ, so it is kept (official rule)
+        ("12", ["13"], 0.5),
+        ("abcde", ["abfgh"], 0.0),  # NL = 3/5: 0.4 < τ
+        ("  londn  ", ["london"], 1 - 1 / 9),  # distance of the normalized strings over the raw length 9
         ("abc", ["abd"], 1 - 1 / 3),
         ("xyz", ["abc"], 0.0),
         ("paris", ["london", "pariss"], 1 - 1 / 6),  # max over golds
@@ -71,7 +74,8 @@ def test_anls_literal_cases(prediction, golds, expected):
 
 
 def test_anls_threshold_parameter_and_scoring_from_a_response():
-    assert anls("abcd", "abef", threshold=0.6) == pytest.approx(0.5)
+    assert anls("abcd", "abef", threshold=0.6) == 0.0
+    assert anls("abcd", "abef", threshold=0.5) == 0.5
     assert score_response("The answer is shown. \\boxed{Londn}", ["london"], "anls") == pytest.approx(5 / 6)
     assert score_response("Londn", ["london"], "anls") == pytest.approx(5 / 6)  # a short bare reply
     assert score_response(None, "x", "anls") == 0.0
