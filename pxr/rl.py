@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pxr import protocol, reward
+from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
 
@@ -46,13 +46,13 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is
 # ------------------------------------------------------------------------------------------------ prompt rendering
 
 
-def use_protocol_schemas(processor, variant: str = "pixel") -> None:
-    """Make `processor.apply_chat_template` render `protocol.tool_schemas(variant)`, in the protocol's order, for
-    tools given as callables (TRL lists an environment's methods alphabetically: `select_frames` first)."""
-    if getattr(processor.apply_chat_template, "pxr_variant", None) == variant:
+def use_protocol_schemas(processor, variant: str = "pixel", family: str = families.DEFAULT_FAMILY) -> None:
+    """Make `processor.apply_chat_template` render `protocol.tool_schemas(variant, family)`, in the protocol's
+    order, for tools given as callables (TRL lists an environment's methods alphabetically: `select_frames` first)."""
+    if getattr(processor.apply_chat_template, "pxr_variant", None) == (variant, family):
         return
     original = getattr(processor.apply_chat_template, "pxr_original", processor.apply_chat_template)
-    schemas = {schema["function"]["name"]: schema for schema in protocol.tool_schemas(variant)}
+    schemas = {schema["function"]["name"]: schema for schema in protocol.tool_schemas(variant, family)}
     order = {name: k for k, name in enumerate(schemas)}
 
     def apply_chat_template(*args, tools=None, **kwargs):
@@ -61,7 +61,7 @@ def use_protocol_schemas(processor, variant: str = "pixel") -> None:
             tools = sorted(tools, key=lambda t: order.get(t.get("function", {}).get("name"), len(order)))
         return original(*args, tools=tools, **kwargs)
 
-    apply_chat_template.pxr_variant, apply_chat_template.pxr_original = variant, original
+    apply_chat_template.pxr_variant, apply_chat_template.pxr_original = (variant, family), original
     processor.apply_chat_template = apply_chat_template
 
 
@@ -434,7 +434,7 @@ def make_trainer(
         raise ValueError("no RL queries: run notebook 10 (export_queries) or give a query file")
     if rl_config.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("use_vllm needs vLLM installed (GPU servers); without it, set use_vllm: false")
-    use_protocol_schemas(processor, episode_config.prompt)
+    use_protocol_schemas(processor, episode_config.prompt, episode_config.family)
     ends, close = end_token_ids(processor, model), tool_call_close_id(processor)
     route_tool_calls(getattr(processor, "tokenizer", processor), ends)
     peft_config = models.lora_config(rank=rl_config.lora_rank) if rl_config.lora_rank else None

@@ -9,11 +9,12 @@ import re
 import pytest
 import torch
 
-from pxr import data, metrics, models, protocol, reward, rl, rl_env, synth_run
+from pxr import data, families, metrics, models, protocol, reward, rl, rl_env, synth_run
 from pxr.benchmarks import get_benchmark
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.evaluate import score_trajectory
 from pxr.rollout import apply_turn, start_trajectory
+from tests.conftest import family_episode_config
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)
 BOX = [0.2, 0.2, 0.6, 0.6]
@@ -133,18 +134,22 @@ def test_a_call_whose_json_does_not_parse_is_an_error_and_the_rollout_goes_on(sm
     assert steps[0]["pxr/op_error_rate"] == steps[0]["tools/failure_frequency"] == 1.0
 
 
-def test_two_calls_in_one_turn_run_the_first_as_evaluation_does(smoke, tiny_dir, tmp_path):
+@pytest.mark.parametrize("family", list(families.FAMILIES))
+def test_two_calls_in_one_turn_run_the_first_as_evaluation_does(smoke, tmp_path, family):
     """Finding 4: generation stops at the first `</tool_call>` (the rollout engine's stop string), so the second
-    call is never written, never run; the tokens are evaluation's, turn for turn."""
+    call is never written, never run; the tokens are evaluation's, turn for turn, in each model family's shape."""
     root, queries = smoke
+    episode = family_episode_config(family, image_max_pixels=64 * 784, crop_max_pixels=64 * 784)
+    tiny = models.build_tiny_model(tmp_path / "tiny", seed=0, family=family)
     second = protocol.tool_call_text("zoom_in", {"bbox_2d": [0.5, 0.5, 0.9, 0.9]})
     turn = ZOOM + "\n" + second
     captured = []
-    trainer, script, _ = run_steps(root, queries[:1], tiny_dir, tmp_path, [turn, ANSWER], capture=captured)
+    trainer, script, _ = run_steps(root, queries[:1], tiny, tmp_path / "run", [turn, ANSWER], episode_config=episode,
+                                   capture=captured)  # fmt: skip
     assert [e.episode.n_requested for e in trainer.environments] == [1, 1]
     assert [op["arguments"]["bbox_2d"] for op in trainer.environments[0].episode.ops] == [BOX]
     # The whole rollout, prompt to answer, is the token sequence evaluation renders for the same turns.
-    trajectory = start_trajectory(data.query_from_rl(queries[0], root), EPISODE)
+    trajectory = start_trajectory(data.query_from_rl(queries[0], root), episode)
     apply_turn(trajectory, rl_env.cut_at_tool_call(turn), 10)
     apply_turn(trajectory, ANSWER, 10)
     processor = trainer.processing_class
@@ -154,6 +159,8 @@ def test_two_calls_in_one_turn_run_the_first_as_evaluation_does(smoke, tiny_dir,
     row = [int(t) for t, m in zip(output["prompt_ids"][0], output["prompt_mask"][0], strict=True) if m]
     row += [int(t) for t, m in zip(output["completion_ids"][0], output["completion_mask"][0], strict=True) if m]
     assert row == [int(t) for t in expected][: len(row)] and len(expected) - len(row) <= 1  # template's last "\n"
+    schema = protocol.system_prompt("pixel", family)
+    assert schema in processor.tokenizer.decode(row)  # the family's box convention is what RL's prompt declares
 
 
 def test_a_dropped_observation_truncates_the_rollout(smoke, tiny_dir, tmp_path):
