@@ -29,7 +29,9 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def cmd_run(args) -> int:
     result = runs.run_stage(args.stem, args.run, args.param, output_name=args.output_name, log_output=args.log_output)
-    print(f"[pxr] {result.stem}/{result.run} finished in {result.seconds:.1f}s -> {result.output_dir}")
+    print(f"[pxr] {result.stem}/{result.run} {result.state} in {result.seconds:.1f}s -> {result.output_dir}")
+    if result.note:
+        print(f"[pxr] partial: {result.note}")
     return 0
 
 
@@ -62,15 +64,22 @@ def cmd_params(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    rows = runs.list_runs()
-    if args.stage:
-        rows = [r for r in rows if r["stage"].startswith(args.stage)]
-    if args.run:
-        rows = [r for r in rows if r["run"] == args.run]
-    print(
-        _table(rows, ["stage", "run", "state", "duration", "headline", "started"]) if rows else "no runs under outputs/"
-    )
-    return 0
+    every = runs.list_runs()
+    rows = [r for r in every if r["stage"].startswith(args.stage or "") and r["run"] == (args.run or r["run"])]
+    if rows:
+        print(_table(rows, ["stage", "run", "state", "duration", "headline", "started"]))
+        return 0
+    if not every:
+        print("no runs under outputs/ yet: `pxr run <stage> <run>` or `pxr pipeline smoke` makes one")
+        return 0
+    stages = sorted({r["stage"] for r in every})
+    if args.stage and not any(s.startswith(args.stage) for s in stages):
+        print(f"no stage starts with {args.stage!r}; stages with runs: {', '.join(stages)}", file=sys.stderr)
+        return 1
+    names = sorted({r["run"] for r in every if r["stage"].startswith(args.stage or "")})
+    where = f" of {args.stage}" if args.stage else ""
+    print(f"no run named {args.run!r}{where}; runs{where}: {', '.join(names)}", file=sys.stderr)
+    return 1
 
 
 def cmd_grid(args) -> int:
@@ -159,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (P.ParamError, runs.StageFailed) as err:
+        print(f"pxr: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder pxr reads or writes is missing, unreadable or unwritable: no traceback
         print(f"pxr: {err}", file=sys.stderr)
         return 1
 
