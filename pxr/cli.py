@@ -99,6 +99,7 @@ def cmd_grid(args) -> int:
     if args.dry_run or not todo:
         return 0
     devices = grid.gpu_ids() if args.parallel > 1 else []
+    not_run = 0
     if args.parallel > 1 and devices:
         plan = grid.parallel_plan(stem, todo, devices[: args.parallel])
         codes = grid.run_parallel(plan, args.parallel)
@@ -106,8 +107,8 @@ def cmd_grid(args) -> int:
     else:
         if args.parallel > 1:
             print("[pxr] no GPU visible: the points run one after another")
-        failed = []
-        for point in todo:
+        failed, causes = [], []
+        for number, point in enumerate(todo, start=1):
             print(f"[pxr] {stem}/{point.name}: running")
             try:
                 runs.run_stage(
@@ -116,7 +117,18 @@ def cmd_grid(args) -> int:
             except runs.StageFailed as err:
                 print(f"pxr: {err}", file=sys.stderr)
                 failed.append(point.name)
-    print(f"[pxr] grid done: {len(todo) - len(failed)} finished, {len(failed)} failed {' '.join(failed)}")
+                causes.append(err.cause.replace(point.name, "<point>"))
+                if not args.keep_going and causes.count(causes[-1]) >= 2:
+                    not_run = len(todo) - number
+                    print(
+                        f"pxr: two points failed the same way ({causes[-1].splitlines()[0]}); stopped with {not_run} "
+                        "points not run. Fix the cause and run the grid again (finished points are skipped), "
+                        "or pass --keep-going",
+                        file=sys.stderr,
+                    )
+                    break
+    finished = len(todo) - len(failed) - not_run
+    print(f"[pxr] grid done: {finished} finished, {len(failed)} failed {' '.join(failed)}")
     return 1 if failed else 0
 
 
@@ -158,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--force", action="store_true", help="redo points that finished with the same parameters")
     grd.add_argument("--only", metavar="PATTERN", help="only points whose name matches this shell pattern")
     grd.add_argument("--parallel", type=int, default=1, metavar="N", help="N points at once, one GPU each")
+    grd.add_argument(
+        "--keep-going", action="store_true", help="run every point even after two fail the same way (default: stop)"
+    )
     grd.add_argument("--log-output", action="store_true")
     grd.set_defaults(func=cmd_grid)
     return parser

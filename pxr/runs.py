@@ -50,7 +50,12 @@ RECORD_STATES = ("finished", "partial")  # records a later failed run must not r
 
 
 class StageFailed(RuntimeError):
-    """A notebook raised; the message names the cell and where the partial log is."""
+    """A notebook raised; the message names the cell and where the partial log is. `cause` is the failure alone
+    (`cell 5: FileNotFoundError: ...`), without the run's name or folder: what a grid compares across points."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass
@@ -165,7 +170,7 @@ def run_stage(
     out = P.repo_root() / "outputs" / stem / name
     missing = missing_inputs(stem, params)
     if missing:
-        raise StageFailed(f"{stem}/{name} cannot start: " + "\n".join(missing))
+        raise StageFailed(f"{stem}/{name} cannot start: " + "\n".join(missing), "\n".join(missing))
     refuse_stale_checkpoints(out, params)
     try:
         return _execute(stem, run, name, params, out, log_output=log_output, progress=progress)
@@ -230,13 +235,13 @@ def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_out
     record["artifacts"] = produced(out)
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if error:
-        log = out / "executed.ipynb"
+        cause, log = error, out / "executed.ipynb"
         if kept:
             log = set_aside_failed(out)
             error += f"\n  the finished record of {kept} is kept; this run's record is in {log.parent}"
         if error == "interrupted":
             raise KeyboardInterrupt
-        raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {log}")
+        raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {log}", cause)
     (out / ".gitignore").unlink(missing_ok=True)  # finished: its record may be committed
     shutil.rmtree(out / KEPT, ignore_errors=True)
     note = ""
