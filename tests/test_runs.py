@@ -2,6 +2,7 @@
 Everything happens in a fake checkout under tmp_path."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_write_metrics_keeps_them_flat(tmp_path):
 def test_output_dir_defaults_to_a_temp_folder():
     path = runs.output_dir_for("", "00_visual_ops_tour")
     assert path.exists() and "outputs" not in path.parts
+    shutil.rmtree(path)  # a test leaves no temp folder behind
 
 
 def test_headline_is_the_stage_figure_that_matters():
@@ -265,3 +267,23 @@ def test_a_kernel_started_below_the_repo_root_works_from_the_root(fake_repo, mon
 def test_stages_run_without_the_kernel_transport_warning(fake_repo, capfd):
     runs.run_stage("00_first", "toy", progress=False)
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_the_outputs_guard_names_what_changed_and_who_may_have_done_it():
+    """It failed as an error of the last notebook cell, though another process had written into outputs/."""
+    from tests.conftest import outputs_changes
+
+    assert outputs_changes({"a/b/run.json": 1}, {"a/b/run.json": 1}) == ""
+    message = outputs_changes({"a/b/run.json": 1, "gone": 1}, {"a/b/run.json": 2, "a/b/new.ipynb": 3})
+    assert "(3 paths)" in message and "outputs/a/b/new.ipynb" in message and "outputs/gone" in message
+    assert "another process did" in message
+
+
+def test_temp_folders_of_processes_the_tests_start_land_in_a_scratch_folder():
+    """`make test` left ~10 pxr-* folders (~95 MB): one per notebook kernel under nbval (`output_dir_for("")`)."""
+    import subprocess
+    import sys
+
+    code = "import tempfile; print(tempfile.mkdtemp(prefix='pxr-x-'))"
+    made = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+    assert made.parent == Path(os.environ["TMPDIR"]) and made.parent.name.startswith("pxr-tests-")
