@@ -170,7 +170,7 @@ def run_stage(
     out = P.repo_root() / "outputs" / stem / name
     missing = missing_inputs(stem, params)
     if missing:
-        raise StageFailed(f"{stem}/{name} cannot start: " + "\n".join(missing), "\n".join(missing))
+        raise StageFailed(f"{stem}/{name} cannot start:\n  - " + "\n  - ".join(missing), "\n".join(missing))
     refuse_stale_checkpoints(out, params)
     try:
         return _execute(stem, run, name, params, out, log_output=log_output, progress=progress)
@@ -304,14 +304,16 @@ def missing_inputs(stem: str, params: dict[str, Any]) -> list[str]:
             continue
         folder = root.joinpath(*parts[:3])
         record = read_run(folder)
-        gone = [] if path.exists() else [value]
+        gone = "" if path.exists() else value
         if not gone and path == folder and record:
-            gone = [f"{value}/{a}" for a in record.get("artifacts", []) if not (folder / a).exists()]
+            absent = [a for a in record.get("artifacts", []) if not (folder / a).exists()]
+            more = f" and {len(absent) - 2} more" if len(absent) > 2 else ""
+            gone = f"{value}/ ({', '.join(absent[:2])}{more})" if absent else ""
         if not gone and path == folder and record.get("state") not in (None, *RECORD_STATES):
-            gone = [f"{value} (its run {record.get('state')})"]
+            gone = f"{value} (its run {record.get('state')})"
         if gone:
             problems.append(
-                f"it reads {', '.join(gone)} (parameter {key}), which is not there; make it with "
+                f"it reads {gone} (parameter {key}), which is not there; make it with "
                 f"{producing_command(parts[1], parts[2])}"
                 + (
                     " (a fresh clone has the records of the reference runs, not their data and models)"

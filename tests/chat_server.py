@@ -208,13 +208,13 @@ class ChatServer:
             if request.fault == "hang":
                 reply.delay_seconds = self.faults.hang_seconds
             reply.truncated = reply.truncated or request.fault == "truncated"
-        if reply.delay_seconds:
-            self._stopping.wait(reply.delay_seconds)
         request.status = reply.status
-        if self.log_path is not None:
+        if self.log_path is not None:  # on arrival: a hang still in progress when the server stops is counted
             line = {"digest": body_digest(body), "status": reply.status, "fault": request.fault}
             with self._lock, open(self.log_path, "a") as log:
                 log.write(json.dumps(line) + "\n")
+        if reply.delay_seconds:
+            self._stopping.wait(reply.delay_seconds)
         extra = dict(reply.headers)
         if self.retry_after is not None and reply.status != 200:
             extra.setdefault("Retry-After", self.retry_after)

@@ -204,7 +204,7 @@ def test_a_run_folder_given_whole_needs_the_artifacts_its_record_lists(fake_repo
     runs.run_stage("00_first", "toy", progress=False)
     record = fake_repo / "outputs" / "00_first" / "toy" / "run.json"
     record.write_text(record.read_text().replace('"artifacts": []', '"artifacts": ["data"]'))
-    with pytest.raises(StageFailed, match=r"outputs/00_first/toy/data \(parameter name\).*a fresh clone has"):
+    with pytest.raises(StageFailed, match=r"outputs/00_first/toy/ \(data\) \(parameter name\).*a fresh clone has"):
         runs.run_stage("10_second", "toy", progress=False)
 
 
