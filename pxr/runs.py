@@ -45,6 +45,7 @@ OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
 CHECKPOINTS = "checkpoints"  # where the training notebooks keep what they resume from
 FAILED = "failed"  # beside a kept finished record: the record of the run that failed
 KEPT = ".kept-record"  # the finished record, held while a new run of the same folder goes
+LAST_START = ".last-start.json"  # the parameters of the run that last started here: whose checkpoints these are
 PARTIAL_METRIC = "failed_items"  # a run whose metrics count failed items > 0 is `partial`, not `finished`
 RECORD_STATES = ("finished", "partial")  # records a later failed run must not replace
 
@@ -197,6 +198,8 @@ def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_out
     out.mkdir(parents=True, exist_ok=True)
     restore_kept_record(out)  # a runner killed during an earlier run: its folder still holds that run's files
     kept = keep_record(out)
+    # A kept record may describe other parameters than the checkpoints this run leaves, should it fail.
+    (out / LAST_START).write_text(json.dumps({"params_hash": params_hash(params), "started": _now()}) + "\n")
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (out / "metrics.json").unlink(missing_ok=True)  # written afresh by this run's notebook
     record = {"stem": stem, "run": name, "state": "running", "started": _now(), "params_hash": params_hash(params)}
@@ -347,7 +350,10 @@ def refuse_stale_checkpoints(out: Path, params: dict[str, Any]) -> None:
     another run (another schedule, data or model) and resuming from them would mix the two silently. Nothing is
     deleted: the user moves them away or runs under another name."""
     checkpoints = out / CHECKPOINTS
-    previous = read_run(out).get("params_hash")
+    try:
+        previous = json.loads((out / LAST_START).read_text())["params_hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = read_run(out).get("params_hash")
     if previous and previous != params_hash(params) and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise StageFailed(
             f"{checkpoints} holds the checkpoints of a run with other parameters (params_hash {previous}, now "

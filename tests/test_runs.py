@@ -16,7 +16,7 @@ def test_run_stage_writes_the_four_record_files(fake_repo):
     result = runs.run_stage("00_first", "toy", ["scale=2.0"], progress=False)
     out = fake_repo / "outputs" / "00_first" / "toy"
     assert result.state == "finished" and result.output_dir == out
-    assert sorted(p.name for p in out.iterdir()) == sorted(runs.OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*runs.OUTPUT_FILES, runs.LAST_START])
     assert read_json(out / "metrics.json") == {"score": 10.0, "name": "x"}
     record = read_json(out / "run.json")
     assert record["state"] == "finished" and record["seconds"] > 0 and record["accelerator"] == "cpu"
@@ -287,3 +287,16 @@ def test_temp_folders_of_processes_the_tests_start_land_in_a_scratch_folder():
     code = "import tempfile; print(tempfile.mkdtemp(prefix='pxr-x-'))"
     made = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip())
     assert made.parent == Path(os.environ["TMPDIR"]) and made.parent.name.startswith("pxr-tests-")
+
+
+def test_checkpoints_left_by_a_failed_run_are_judged_by_that_run_s_parameters(fake_repo):
+    """After a failed run the finished record (other parameters) is put back; its checkpoints are the failed run's."""
+    runs.run_stage("00_first", "toy", progress=False)
+    out = fake_repo / "outputs" / "00_first" / "toy"
+    with pytest.raises(StageFailed):
+        runs.run_stage("00_first", "toy", ["steps=-1"], progress=False)
+    (out / runs.CHECKPOINTS / "checkpoint-2").mkdir(parents=True)  # as if the failed run had saved one
+    with pytest.raises(StageFailed, match="checkpoints of a run with other parameters"):
+        runs.run_stage("00_first", "toy", progress=False)  # the kept record's parameters must not resume from them
+    with pytest.raises(StageFailed, match="steps must be >= 0"):
+        runs.run_stage("00_first", "toy", ["steps=-1"], progress=False)  # the failed run's own: resumes
