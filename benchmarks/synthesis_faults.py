@@ -11,13 +11,17 @@ subprocess too, so that it can be killed with SIGKILL:
 - `kill@requests`, `kill@write25`, `kill@write60`: a run killed once the server has seen 12 requests (replies in
   flight, nothing written), once 25 trajectories are written, once 60 are; then reruns until done.
 
-Per scenario it prints items asked and written, duplicate items, lines the reader skipped (torn lines), requests
-made and distinct requests, and "paid twice": distinct requests answered with a whole 200 more than once (a reply
-the cache should have kept). A reply in flight when the process is killed is lost with it and asked again; that
-is the one way a request can be paid twice, and the figure says how often it happened.
+Faults are drawn per request number from `--seed`, so every scenario meets the same sequence of faults: when no
+reply is paid twice, every scenario makes the same number of requests. Per scenario it prints where the kill
+landed (requests the server had seen / trajectory lines written), how many runs it took (a run with failed items
+is partial and run again, as `pxr pipeline` does) and what failed in each, items asked and written, duplicate
+items, lines the reader skipped (torn lines), requests made and distinct requests, and "paid twice": distinct
+requests answered with a whole 200 more than once (a reply the cache should have kept). A reply in flight when
+the process is killed is lost with it and asked again; that is the one way a request can be paid twice, and the
+figure says how often it happened.
 
     .venv/bin/python benchmarks/synthesis_faults.py [--items 72] [--rate-500 0.2] [--rate-429 0.1]
-        [--rate-truncated 0.05] [--rate-hang 0.05] [--timeout-seconds 2] [--max-reruns 3]
+        [--rate-truncated 0.05] [--rate-hang 0.05] [--timeout-seconds 2] [--max-reruns 3] [--seed 0]
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def start_server(folder: Path, args) -> tuple[subprocess.Popen, str, Path]:
     command = [
         sys.executable, "-m", "tests.chat_server", "--port-file", str(port_file), "--log", str(log),
         "--rate-500", str(args.rate_500), "--rate-429", str(args.rate_429), "--rate-truncated", str(args.rate_truncated),
-        "--rate-hang", str(args.rate_hang), "--hang-seconds", "30", "--lifetime-seconds", "1800", "--seed", "0",
+        "--rate-hang", str(args.rate_hang), "--hang-seconds", "30", "--lifetime-seconds", "1800",
+        "--seed", str(args.seed),
     ]  # fmt: skip
     server = subprocess.Popen(command, cwd=REPO)
     while not port_file.exists():
@@ -134,9 +139,9 @@ def scenario(name: str, args, kill_when_factory=None) -> dict:
     out = folder / "run"
     start = time.perf_counter()
     try:
-        killed = False
-        if kill_when_factory is not None:
-            killed = run_worker(out, base_url, args, kill_when_factory(log)) is None
+        killed = "no"
+        if kill_when_factory is not None and run_worker(out, base_url, args, kill_when_factory(log)) is None:
+            killed = f"{request_lines(log)} req/{trajectory_lines(out)} lines"  # where the kill landed
         reports = []
         while len(reports) <= args.max_reruns:  # the first run (or the rerun after the kill), reruns while partial
             reports.append(run_worker(out, base_url, args))
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("--timeout-seconds", type=float, default=2.0)
     parser.add_argument("--max-retries", type=int, default=5)
     parser.add_argument("--max-reruns", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="the fault server's draws")
     parser.add_argument("--only", help="one scenario: full, kill@requests, kill@write25 or kill@write60")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -195,7 +201,7 @@ def main() -> None:
         "kill@write60": lambda log: lambda out: trajectory_lines(out) >= 60,
     }
     print(
-        f"{args.items} items; faults per request: {args.rate_500:.0%} 500, {args.rate_429:.0%} 429, "
+        f"{args.items} items, seed {args.seed}; faults per request: {args.rate_500:.0%} 500, {args.rate_429:.0%} 429, "
         f"{args.rate_truncated:.0%} truncated, {args.rate_hang:.0%} hang (30 s; teacher timeout "
         f"{args.timeout_seconds} s, {args.max_retries} retries)"
     )

@@ -242,7 +242,7 @@ def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_out
         if kept:
             log = set_aside_failed(out)
             error += f"\n  the finished record of {kept} is kept; this run's record is in {log.parent}"
-        if error == "interrupted":
+        if cause == "interrupted":
             raise KeyboardInterrupt
         raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {log}", cause)
     (out / ".gitignore").unlink(missing_ok=True)  # finished: its record may be committed

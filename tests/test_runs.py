@@ -300,3 +300,20 @@ def test_checkpoints_left_by_a_failed_run_are_judged_by_that_run_s_parameters(fa
         runs.run_stage("00_first", "toy", progress=False)  # the kept record's parameters must not resume from them
     with pytest.raises(StageFailed, match="steps must be >= 0"):
         runs.run_stage("00_first", "toy", ["steps=-1"], progress=False)  # the failed run's own: resumes
+
+
+def test_an_interrupted_run_puts_the_finished_record_back_and_stops(fake_repo, monkeypatch):
+    import papermill
+
+    runs.run_stage("00_first", "toy", progress=False)
+    out = fake_repo / "outputs" / "00_first" / "toy"
+    finished = (out / "run.json").read_text()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.run_stage("00_first", "toy", progress=False)
+    assert (out / "run.json").read_text() == finished
+    assert read_json(out / runs.FAILED / "run.json")["error"] == "interrupted"
