@@ -8,8 +8,8 @@ status, fault). The synthesis (`pxr.synth_run.synthesize` with the OpenAI teache
 subprocess too, so that it can be killed with SIGKILL:
 
 - `full`: one run, then the reruns a user makes while the run is partial (`pxr pipeline` reruns a partial run).
-- `kill@requests`, `kill@write25`, `kill@write60`: a run killed once the server has seen 12 requests (replies in
-  flight, nothing written), once 25 trajectories are written, once 60 are; then reruns until done.
+- `kill@requests`, `kill@write25`, `kill@write60`: a run killed once the server has seen 12 requests (early, with
+  the first chunk's replies in flight), once 25 trajectories are written, once 60 are; then reruns until done.
 
 Faults are drawn per request number from `--seed`, so every scenario meets the same sequence of faults: when no
 reply is paid twice, every scenario makes the same number of requests. Per scenario it prints where the kill
