@@ -261,17 +261,18 @@ def test_a_truncated_body_is_a_failed_request_retried_then_counted():
 
 def test_every_fault_at_once_loses_no_item_and_hangs_are_bounded():
     """The fault server at high rates: every item ends as an analysis or a counted failure, within the timeouts."""
-    faults = Faults(status_500=0.2, status_429=0.1, truncated=0.1, hang=0.1, hang_seconds=5, seed=3)
+    faults = Faults(status_500=0.2, status_429=0.1, truncated=0.1, hang=0.1, hang_seconds=60, seed=3)
     start = time.perf_counter()
     with ChatServer(good_reply, faults=faults) as server:
         teacher = make_teacher(server, timeout_seconds=0.3, max_retries=3, concurrency=8)
         results = teacher.analyse([scene_request(k) for k in range(24)], progress=False)
-    assert time.perf_counter() - start < 20
+    assert time.perf_counter() - start < 30  # hangs end at the 0.3 s timeout, not the server's 60 s
     assert [r.item_id for r in results] == [f"item-{k}" for k in range(24)]
     drawn = {r.fault for r in server.requests}
     assert {"500", "429", "truncated", "hang"} <= drawn  # the faults were really injected
     analyses = [r for r in results if not isinstance(r, TeacherFailure)]
-    assert len(analyses) >= 20 and all(r.reason == "request failed" for r in results if r not in analyses)
+    # Each item fails only after 4 faulty attempts in a row (about 6 % of items at these rates), and then as a count.
+    assert len(analyses) >= 12 and all(r.reason == "request failed" for r in results if r not in analyses)
     assert teacher.stats["bad_bodies"] == sum(r.fault == "truncated" for r in server.requests)
 
 
