@@ -9,12 +9,22 @@ every key misses and training silently restarts from the weights the model had (
 mid-epoch, skips the trained batches and then runs the next one before it checks `max_steps`, so a re-run of a
 finished 8-step smoke run ended at step 9.
 
-Tests: tests/test_sft.py and tests/test_rl.py resume from checkpoints.
+`last_checkpoint` takes the newest *complete* checkpoint: the Trainer writes `trainer_state.json` last (after the
+weights, optimizer, scheduler and RNG state), so a `checkpoint-N` without a readable one is what a kill during a save
+leaves. transformers' `get_last_checkpoint` picks it by its number and every rerun failed on it; here it is moved
+aside to `incomplete-checkpoint-N` (kept to look at, never resumed) and the one before it is used.
+
+Tests: tests/test_checkpoints.py; tests/test_sft.py and tests/test_rl.py resume from checkpoints.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+
+STATE_FILE = "trainer_state.json"  # the last file transformers' Trainer writes into a checkpoint
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class FromPretrainedResume:
@@ -30,11 +40,37 @@ class FromPretrainedResume:
         model.load_state_dict(saved.state_dict(), strict=True)
 
 
-def last_checkpoint(output_dir) -> str | None:
-    """The newest `checkpoint-N` folder under `output_dir`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+def is_complete(checkpoint) -> bool:
+    """Whether the Trainer finished writing this checkpoint: its state file, written last, is there and whole."""
+    try:
+        json.loads((Path(checkpoint) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+def last_checkpoint(output_dir) -> str | None:
+    """The newest complete `checkpoint-N` folder under `output_dir`, or None. Newer incomplete ones (a kill during a
+    save) are renamed `incomplete-checkpoint-N`, so that neither a resume nor the Trainer's rotation picks them."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    numbered = sorted(
+        ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
+        reverse=True,
+    )
+    for _, path in numbered:
+        if is_complete(path):
+            return str(path)
+        aside = path.with_name(f"incomplete-{path.name}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "-again")
+        try:
+            path.rename(aside)
+        except FileNotFoundError:  # another process of a distributed run moved it first
+            continue
+        print(f"[pxr] {path} was cut short (no readable {STATE_FILE}): moved to {aside.name}, not resumed")
+    return None
 
 
 def planned_steps(trainer) -> int:

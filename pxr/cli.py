@@ -29,7 +29,9 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def cmd_run(args) -> int:
     result = runs.run_stage(args.stem, args.run, args.param, output_name=args.output_name, log_output=args.log_output)
-    print(f"[pxr] {result.stem}/{result.run} finished in {result.seconds:.1f}s -> {result.output_dir}")
+    print(f"[pxr] {result.stem}/{result.run} {result.state} in {result.seconds:.1f}s -> {result.output_dir}")
+    if result.note:
+        print(f"[pxr] partial: {result.note}")
     return 0
 
 
@@ -62,15 +64,22 @@ def cmd_params(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    rows = runs.list_runs()
-    if args.stage:
-        rows = [r for r in rows if r["stage"].startswith(args.stage)]
-    if args.run:
-        rows = [r for r in rows if r["run"] == args.run]
-    print(
-        _table(rows, ["stage", "run", "state", "duration", "headline", "started"]) if rows else "no runs under outputs/"
-    )
-    return 0
+    every = runs.list_runs()
+    rows = [r for r in every if r["stage"].startswith(args.stage or "") and r["run"] == (args.run or r["run"])]
+    if rows:
+        print(_table(rows, ["stage", "run", "state", "duration", "headline", "started"]))
+        return 0
+    if not every:
+        print("no runs under outputs/ yet: `pxr run <stage> <run>` or `pxr pipeline smoke` makes one")
+        return 0
+    stages = sorted({r["stage"] for r in every})
+    if args.stage and not any(s.startswith(args.stage) for s in stages):
+        print(f"no stage starts with {args.stage!r}; stages with runs: {', '.join(stages)}", file=sys.stderr)
+        return 1
+    names = sorted({r["run"] for r in every if r["stage"].startswith(args.stage or "")})
+    where = f" of {args.stage}" if args.stage else ""
+    print(f"no run named {args.run!r}{where}; runs{where}: {', '.join(names)}", file=sys.stderr)
+    return 1
 
 
 def cmd_grid(args) -> int:
@@ -90,6 +99,7 @@ def cmd_grid(args) -> int:
     if args.dry_run or not todo:
         return 0
     devices = grid.gpu_ids() if args.parallel > 1 else []
+    not_run = 0
     if args.parallel > 1 and devices:
         plan = grid.parallel_plan(stem, todo, devices[: args.parallel])
         codes = grid.run_parallel(plan, args.parallel)
@@ -97,8 +107,8 @@ def cmd_grid(args) -> int:
     else:
         if args.parallel > 1:
             print("[pxr] no GPU visible: the points run one after another")
-        failed = []
-        for point in todo:
+        failed, causes = [], []
+        for number, point in enumerate(todo, start=1):
             print(f"[pxr] {stem}/{point.name}: running")
             try:
                 runs.run_stage(
@@ -107,7 +117,18 @@ def cmd_grid(args) -> int:
             except runs.StageFailed as err:
                 print(f"pxr: {err}", file=sys.stderr)
                 failed.append(point.name)
-    print(f"[pxr] grid done: {len(todo) - len(failed)} finished, {len(failed)} failed {' '.join(failed)}")
+                causes.append(err.cause.replace(point.name, "<point>"))
+                if not args.keep_going and causes.count(causes[-1]) >= 2:
+                    not_run = len(todo) - number
+                    print(
+                        f"pxr: two points failed the same way ({causes[-1].splitlines()[0]}); stopped with {not_run} "
+                        "points not run. Fix the cause and run the grid again (finished points are skipped), "
+                        "or pass --keep-going",
+                        file=sys.stderr,
+                    )
+                    break
+    finished = len(todo) - len(failed) - not_run
+    print(f"[pxr] grid done: {finished} finished, {len(failed)} failed {' '.join(failed)}")
     return 1 if failed else 0
 
 
@@ -149,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--force", action="store_true", help="redo points that finished with the same parameters")
     grd.add_argument("--only", metavar="PATTERN", help="only points whose name matches this shell pattern")
     grd.add_argument("--parallel", type=int, default=1, metavar="N", help="N points at once, one GPU each")
+    grd.add_argument(
+        "--keep-going", action="store_true", help="run every point even after two fail the same way (default: stop)"
+    )
     grd.add_argument("--log-output", action="store_true")
     grd.set_defaults(func=cmd_grid)
     return parser
@@ -159,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (P.ParamError, runs.StageFailed) as err:
+        print(f"pxr: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder pxr reads or writes is missing, unreadable or unwritable: no traceback
         print(f"pxr: {err}", file=sys.stderr)
         return 1
 

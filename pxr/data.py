@@ -229,18 +229,50 @@ def write_jsonl(path: str | Path, records: Iterable) -> Path:
     return path
 
 
+def cut_torn_tail(path: str | Path) -> bool:
+    """Repair the end of a JSONL file that a writer killed mid-line left behind: a last line without its newline is
+    cut off, unless it is whole JSON (killed between the record and its newline), which gets its newline. Returns
+    whether the file changed. Without this the torn text stays in the middle of the file once more lines follow."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    with path.open("rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return False
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return False
+        start = end  # the start of the last line: after the last newline, looking back a block at a time
+        while start > 0:
+            block = min(start, 1 << 16)
+            f.seek(start - block)
+            newline = f.read(block).rfind(b"\n")
+            if newline >= 0:
+                start = start - block + newline + 1
+                break
+            start -= block
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            f.truncate(start)
+        else:
+            f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
 def append_jsonl(path: str | Path, record) -> None:
-    """One record as one line, flushed and fsync'd. A line an earlier writer left unfinished is closed first,
-    so the new record does not merge into it."""
+    """One record as one line, flushed and fsync'd. A line an earlier writer left unfinished is repaired first
+    (`cut_torn_tail`), so the new record neither merges into it nor leaves it inside the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = _json_line(record).encode("utf-8")
-    with path.open("ab+") as f:
-        if f.seek(0, os.SEEK_END) > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = b"\n" + line
-        f.write(line)
+    cut_torn_tail(path)
+    with path.open("ab") as f:
+        f.write(_json_line(record).encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 

@@ -11,8 +11,9 @@ gives a `tool` turn (`<tool_response>` wrapper), so a served pxr model reads the
 system prompt text and the model writes `<tool_call>` text, as everywhere in pxr; with `native_tools` the schemas
 go in the request's `tools` and the reply's native calls are turned into that same text before the episode reads
 them. A request that still fails after the client's retries ends its own episode (`Trajectory.error`, ending
-`no_answer`); the others go on. The API key is read from an environment variable when the rollout starts and kept
-out of the config, the records and the error messages.
+`no_answer`); the others go on. A 200 whose body is not JSON (cut short on the way) is asked again like a 5xx,
+`max_retries` times, and then fails its request the same way (`create_completion`). The API key is read from an
+environment variable when the rollout starts and kept out of the config, the records and the error messages.
 
 Tests: tests/test_openai_backend.py (the real `openai` client against the local server in tests/chat_server.py).
 """
@@ -24,6 +25,7 @@ import base64
 import io
 import json
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,6 +139,29 @@ def _arguments(raw: str | None):
         return raw
 
 
+class BadResponseError(openai.OpenAIError):
+    """A reply whose body is not the JSON the API promises (a proxy or a dropped connection cut it short)."""
+
+
+async def create_completion(client, max_retries: int, on_bad_body=None, **request):
+    """`client.chat.completions.create(**request)`, with a body that fails to parse retried like an HTTP fault.
+
+    The openai client retries statuses and connection errors itself, but parses the body after its retry loop, so a
+    truncated 200 raises `json.JSONDecodeError` past every `except openai.OpenAIError`. `on_bad_body()` is called
+    once per such reply (for counting)."""
+    for attempt in range(max_retries + 1):
+        try:
+            return await client.chat.completions.create(**request)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if on_bad_body is not None:
+                on_bad_body()
+            if attempt == max_retries:
+                raise BadResponseError(
+                    f"the endpoint's reply was not valid JSON in {attempt + 1} tries (last: {error})"
+                ) from error
+            await asyncio.sleep(min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0))  # the client's own backoff
+
+
 def describe_error(error: Exception, secret: str) -> str:
     """`<ExceptionClass>: <first line of the message>`, short, with the key blanked should a server echo it."""
     lines = str(error).strip().splitlines()
@@ -169,8 +194,8 @@ async def _run_episode(client, trajectory: Trajectory, backend, config: RolloutC
         messages = openai_messages(trajectory.messages(), image_urls, system_text=system_text)
         start = time.perf_counter()
         try:
-            response = await client.chat.completions.create(messages=messages, **request)
-        except openai.OpenAIError as error:  # raised only once the client's own retries are spent
+            response = await create_completion(client, backend.max_retries, messages=messages, **request)
+        except openai.OpenAIError as error:  # raised only once the retries are spent
             trajectory.generate_seconds += time.perf_counter() - start
             trajectory.error = describe_error(error, secret)
             episode.finish("no_answer")

@@ -4,8 +4,17 @@ dirty flag, host, accelerator, start/end, state).
 
 `run_stage` executes one notebook with papermill (kernel `python3`, working directory the repo root, saved after
 every cell so a crash leaves a readable partial log); `run_pipeline` runs every stage that has a params file for
-the run, in order, skipping finished runs whose parameters are unchanged. Notebooks call `output_dir_for` and
-`write_metrics`.
+the run, in order, skipping finished runs whose parameters are unchanged. Notebooks call `output_dir_for` (which
+also moves a kernel started elsewhere in the checkout, e.g. JupyterLab's `notebooks/`, to the repo root, so the
+relative paths in params resolve) and `write_metrics`.
+
+A run never loses a record. Before anything is written it checks that the runs it reads from left what they made
+(`missing_inputs`: a fresh clone has the committed records of reference runs, not their git-ignored data and
+models) and names the command that makes what is missing. A finished record is kept while the run goes: if the
+run fails (or is killed), that record is put back and the failed run's files go beside it, in `failed/`. A run
+folder that holds no finished record carries a `.gitignore` until its run finishes, so failed and killed runs are
+never committed by accident. A run whose metrics count failed items (`failed_items` > 0) is recorded `partial`:
+kept, reported, and run again by `pxr pipeline`.
 
 Tests: tests/test_runs.py.
 """
@@ -15,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,24 +43,50 @@ from pxr import params as P
 
 OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
 CHECKPOINTS = "checkpoints"  # where the training notebooks keep what they resume from
+FAILED = "failed"  # beside a kept finished record: the record of the run that failed
+KEPT = ".kept-record"  # the finished record, held while a new run of the same folder goes
+LAST_START = ".last-start.json"  # the parameters of the run that last started here: whose checkpoints these are
+PARTIAL_METRIC = "failed_items"  # a run whose metrics count failed items > 0 is `partial`, not `finished`
+RECORD_STATES = ("finished", "partial")  # records a later failed run must not replace
 
 
 class StageFailed(RuntimeError):
-    """A notebook raised; the message names the cell and where the partial log is."""
+    """A notebook raised; the message names the cell and where the partial log is. `cause` is the failure alone
+    (`cell 5: FileNotFoundError: ...`), without the run's name or folder: what a grid compares across points."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass
 class StageResult:
     stem: str
     run: str
-    state: str  # finished | failed | skipped
+    state: str  # finished | partial | skipped
     output_dir: Path
     seconds: float
+    note: str = ""  # for a partial run: what is missing and how to complete it
+
+
+def work_from_repo_root() -> None:
+    """Make the repo root the working directory when the process started inside the checkout but below its root
+    (JupyterLab starts a kernel in `notebooks/`): every relative path in params (`outputs/20_train_sft/toy/model`,
+    any `*_dir` or `data_path`) is written from the root, as `pxr run` runs the notebooks."""
+    try:
+        root, here = P.repo_root().resolve(), Path.cwd().resolve()
+    except (P.ParamError, OSError):
+        return
+    if here != root and root in here.parents:
+        os.chdir(root)
+        print(f"[pxr] working directory: {root} (relative paths are read from the repository root)")
 
 
 def output_dir_for(output_dir: str, stem: str) -> Path:
     """The notebook's output folder: the one `pxr run` passes, or a fresh temp folder for interactive and nbval
-    runs (so exploring never writes into outputs/)."""
+    runs (so exploring never writes into outputs/). Called first by every notebook, so it also moves a kernel that
+    started below the repo root to the root (`work_from_repo_root`)."""
+    work_from_repo_root()
     path = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"pxr-{stem}-"))
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -128,14 +165,41 @@ def run_stage(
 
     `values` (parameter -> value) apply after the `key=value` overrides; `output_name` puts the record in
     outputs/<stem>/<output_name>/ instead (a grid point: the base run's params plus its values, its own folder)."""
-    import papermill
-
     stem = P.resolve_stem(stem)
     name = output_name or run
     params = stage_params(stem, run, overrides, values=values, output_name=name)
     out = P.repo_root() / "outputs" / stem / name
+    missing = missing_inputs(stem, params)
+    if missing:
+        raise StageFailed(f"{stem}/{name} cannot start:\n  - " + "\n  - ".join(missing), "\n".join(missing))
     refuse_stale_checkpoints(out, params)
+    try:
+        return _execute(stem, run, name, params, out, log_output=log_output, progress=progress)
+    except OSError as err:  # an unwritable outputs folder, a file where a folder goes, a full disk
+        raise StageFailed(_unwritable(err, out)) from None
+
+
+def _unwritable(err: OSError, out: Path) -> str:
+    where = Path(err.filename) if err.filename else out
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        blocking = next((p for p in (where, *where.parents) if p.is_file()), where)
+        fix = f"{blocking} is a file where pxr writes a folder: move it away"
+    elif isinstance(err, PermissionError):
+        fix = f"make it writable (e.g. `chmod -R u+w {out.parent}`) or run from a checkout you own"
+    else:
+        fix = "free some space or fix the folder"
+    return f"cannot write the run's record in {out}: {err.strerror or err} ({where}). {fix}, then run again."
+
+
+def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_output: bool, progress: bool):
+    import papermill
+    from traitlets.config import Config
+
     out.mkdir(parents=True, exist_ok=True)
+    restore_kept_record(out)  # a runner killed during an earlier run: its folder still holds that run's files
+    kept = keep_record(out)
+    # A kept record may describe other parameters than the checkpoints this run leaves, should it fail.
+    (out / LAST_START).write_text(json.dumps({"params_hash": params_hash(params), "started": _now()}) + "\n")
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (out / "metrics.json").unlink(missing_ok=True)  # written afresh by this run's notebook
     record = {"stem": stem, "run": name, "state": "running", "started": _now(), "params_hash": params_hash(params)}
@@ -154,20 +218,131 @@ def run_stage(
             cwd=str(P.repo_root()),
             log_output=log_output,
             progress_bar=progress,
+            # CurveZMQ keys from the kernel manager, as the kernel's "running over TCP without encryption" warning
+            # asks (kernelspecs that do not declare support run as before).
+            config=Config({"KernelManager": {"transport_encryption": "auto"}}),
         )
     except papermill.PapermillExecutionError as err:
         error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
+    except KeyboardInterrupt:
+        error = "interrupted"
     except Exception as err:  # kernel death, bad notebook: still leave a run.json that says so
         error = f"{type(err).__name__}: {err}"
     seconds = time.monotonic() - start
     if not (out / "metrics.json").exists():
         write_metrics(out, {})
-    record.update(state="failed" if error else "finished", ended=_now(), seconds=round(seconds, 1), error=error)
+    metrics = json.loads((out / "metrics.json").read_text())
+    incomplete = metrics.get(PARTIAL_METRIC)
+    state = "failed" if error else "partial" if isinstance(incomplete, int) and incomplete > 0 else "finished"
+    record.update(state=state, ended=_now(), seconds=round(seconds, 1), error=error)
     record["artifacts"] = produced(out)
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if error:
-        raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {out / 'executed.ipynb'}")
-    return StageResult(stem, name, "finished", out, seconds)
+        cause, log = error, out / "executed.ipynb"
+        if kept:
+            log = set_aside_failed(out)
+            error += f"\n  the finished record of {kept} is kept; this run's record is in {log.parent}"
+        if cause == "interrupted":
+            raise KeyboardInterrupt
+        raise StageFailed(f"{stem}/{name} failed in {error}\n  partial log: {log}", cause)
+    (out / ".gitignore").unlink(missing_ok=True)  # finished: its record may be committed
+    shutil.rmtree(out / KEPT, ignore_errors=True)
+    note = ""
+    if state == "partial":
+        note = f"{incomplete} items failed (see {out / 'executed.ipynb'}); run it again to retry them"
+    return StageResult(stem, name, state, out, seconds, note)
+
+
+def keep_record(out: Path) -> str:
+    """Copy a finished record aside (`KEPT`) before a new run overwrites it; returns its start time, or "" when the
+    folder holds no finished record, in which case it gets a `.gitignore` until the run finishes."""
+    previous = read_run(out)
+    if previous.get("state") not in RECORD_STATES:
+        (out / ".gitignore").write_text("# a run that has not finished: not committed\n*\n")
+        return ""
+    kept = out / KEPT
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir()
+    for name in OUTPUT_FILES:
+        if (out / name).exists():
+            shutil.copy2(out / name, kept / name)
+    return previous.get("started") or "an earlier run"
+
+
+def set_aside_failed(out: Path) -> Path:
+    """Move the failed run's record files into `failed/` and put the kept finished record back; returns the log."""
+    failed = out / FAILED
+    shutil.rmtree(failed, ignore_errors=True)
+    failed.mkdir()
+    (failed / ".gitignore").write_text("*\n")
+    for name in OUTPUT_FILES:
+        if (out / name).exists():
+            os.replace(out / name, failed / name)
+    restore_kept_record(out)
+    return failed / "executed.ipynb"
+
+
+def restore_kept_record(out: Path) -> None:
+    """Put a kept finished record back in place (after a failure, or after a runner killed mid-run)."""
+    kept = out / KEPT
+    if not kept.is_dir():
+        return
+    for name in OUTPUT_FILES:
+        if (kept / name).exists():
+            os.replace(kept / name, out / name)
+    shutil.rmtree(kept, ignore_errors=True)
+
+
+def missing_inputs(stem: str, params: dict[str, Any]) -> list[str]:
+    """What the run reads from other runs' folders (string parameters under `outputs/`) and is not there, each with
+    the command that makes it. A run folder given whole must hold every artifact its run.json lists."""
+    root = P.repo_root()
+    problems = []
+    for key, value in params.items():
+        if key == "output_dir" or not isinstance(value, str) or not value.startswith("outputs/"):
+            continue
+        path = root / value
+        parts = Path(value).parts
+        if len(parts) < 3:
+            continue
+        folder = root.joinpath(*parts[:3])
+        record = read_run(folder)
+        gone = "" if path.exists() else value
+        if not gone and path == folder and record:
+            absent = [a for a in record.get("artifacts", []) if not (folder / a).exists()]
+            more = f" and {len(absent) - 2} more" if len(absent) > 2 else ""
+            gone = f"{value}/ ({', '.join(absent[:2])}{more})" if absent else ""
+        if not gone and path == folder and record.get("state") not in (None, *RECORD_STATES):
+            gone = f"{value} (its run {record.get('state')})"
+        if gone:
+            problems.append(
+                f"it reads {gone} (parameter {key}), which is not there; make it with "
+                f"{producing_command(parts[1], parts[2])}"
+                + (
+                    " (a fresh clone has the records of the reference runs, not their data and models)"
+                    if record
+                    else ""
+                )
+            )
+    return problems
+
+
+def producing_command(stem: str, run: str) -> str:
+    """The command that makes outputs/<stem>/<run>/: its params file's run, or the grid it is a point of."""
+    root = P.repo_root()
+    if (root / "params" / stem / f"{run}.yaml").exists():
+        also = f", or the whole line with `pxr pipeline {run}`" if len(pipeline_stages(run)) > 1 else ""
+        return f"`pxr run {stem} {run}`{also}"
+    from pxr import grid
+
+    for name in grid.grid_names(stem) if (root / "params" / stem).is_dir() else []:
+        try:
+            points = grid.load_grid(stem, grid.grid_path(stem, name))
+        except P.ParamError:
+            continue
+        if any(p.name == run for p in points):
+            return f"`pxr grid {stem} {name} --only {run}`"
+    return f"the run that writes outputs/{stem}/{run}/ (no params/{stem}/{run}.yaml here)"
 
 
 def refuse_stale_checkpoints(out: Path, params: dict[str, Any]) -> None:
@@ -175,7 +350,10 @@ def refuse_stale_checkpoints(out: Path, params: dict[str, Any]) -> None:
     another run (another schedule, data or model) and resuming from them would mix the two silently. Nothing is
     deleted: the user moves them away or runs under another name."""
     checkpoints = out / CHECKPOINTS
-    previous = read_run(out).get("params_hash")
+    try:
+        previous = json.loads((out / LAST_START).read_text())["params_hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = read_run(out).get("params_hash")
     if previous and previous != params_hash(params) and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise StageFailed(
             f"{checkpoints} holds the checkpoints of a run with other parameters (params_hash {previous}, now "
@@ -205,14 +383,18 @@ def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> 
             continue
         force = True  # the stages after this one read what it is about to rewrite
         print(f"[pxr] {stem}/{run}: running")
-        results.append(run_stage(stem, run, log_output=log_output))
+        result = run_stage(stem, run, log_output=log_output)
+        if result.state == "partial":
+            print(f"[pxr] {stem}/{run}: partial: {result.note}")
+        results.append(result)
     return results
 
 
 def produced(out: Path) -> list[str]:
     """What a run left in its folder besides the record files and checkpoints: the data, model or pictures that
     later stages read. Most are git-ignored, so a fresh clone has the record of a run but not these."""
-    return sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_FILES and p.name != CHECKPOINTS)
+    skip = {*OUTPUT_FILES, CHECKPOINTS, FAILED}
+    return sorted(p.name for p in out.iterdir() if p.name not in skip and not p.name.startswith("."))
 
 
 def finished_before(stem: str, run: str, overrides=(), *, values=None, output_name=None) -> StageResult | None:
@@ -233,6 +415,12 @@ def stage_params(stem: str, run: str, overrides=(), *, values=None, output_name=
     """The merged, validated parameters of a stage run (`values` last), with `output_dir` pointing at its
     outputs/ folder (outputs/<stem>/<output_name or run>)."""
     params = P.load_params(stem, run, overrides)
+    chosen = params.get("output_dir")
+    if chosen and "output_dir" in P.notebook_parameters(stem):
+        raise P.ParamError(
+            f"output_dir = {chosen!r} would be ignored: pxr writes a run's record to outputs/{stem}/<run>/. "
+            f"Write it elsewhere under outputs/{stem}/ with --as NAME"
+        )
     if values:
         P.validate(stem, values)
         params.update(values)

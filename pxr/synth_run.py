@@ -3,8 +3,10 @@ trajectories appended one by one, RL queries and a held-out split exported.
 
 Resumable: each trajectory is one JSONL line written after its images and flushed to disk, so a run killed at any
 point and started again skips the items it finished, rewrites the images of an item it was in the middle of, and
-repairs a half-written last line; every item ends up exactly once. Items that fail (teacher failure, missing or
-corrupt input, a crop that misses the cue) are counted by reason and retried on the next run.
+cuts a half-written last line (`pxr.data.cut_torn_tail`); every item ends up exactly once. Items that fail (teacher
+failure, missing or corrupt input, a crop that misses the cue) are counted by reason, with the first failure's
+detail, and retried on the next run; `read_trajectories` turns a run where nothing was written into an error that
+says what failed and what to change, instead of a missing file.
 
 Tests: tests/test_synth_run.py.
 """
@@ -29,13 +31,48 @@ RL_QUERIES = "rl_queries.jsonl"  # the RL stage's training queries
 EVAL_QUERIES = "eval_queries.jsonl"  # held-out queries (seeds disjoint from the other splits)
 
 
+class SynthesisFailed(RuntimeError):
+    """No trajectory could be made; the message says what failed and which parameter to change."""
+
+
+# What to change when every item fails for one reason (the reason's prefix -> advice).
+ADVICE = {
+    "teacher: request failed": (
+        "the teacher endpoint did not answer: check that the server at teacher_base_url is up, that "
+        "OPENAI_API_KEY holds a valid key, and raise teacher_timeout_seconds for a slow server"
+    ),
+    "teacher: cap reached": "the spending cap is spent: raise teacher_max_requests",
+    "teacher: malformed": "the teacher's replies are not the JSON asked for: try another teacher_model",
+    "unreadable input": "the seed images are damaged: delete the run's seeds/ folder and run again",
+}
+
+
 @dataclass
 class SynthReport:
+    asked: int = 0  # items this run was given
     written: int = 0  # trajectories written by this run
     skipped_done: int = 0  # items finished by an earlier run
     failed: Counter = field(default_factory=Counter)  # reason -> items
+    examples: dict = field(default_factory=dict)  # reason -> the first failure's detail
     variants: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
+
+    @property
+    def failed_items(self) -> int:
+        return sum(self.failed.values())
+
+    def fail(self, reason: str, detail: str = "") -> None:
+        self.failed[reason] += 1
+        self.examples.setdefault(reason, detail)
+
+    def failures(self) -> str:
+        """One line per reason: count, the first detail, and what to change."""
+        lines = []
+        for reason, n in self.failed.most_common():
+            advice = next((a for key, a in ADVICE.items() if reason.startswith(key)), "")
+            detail = f" (first: {self.examples[reason]})" if self.examples.get(reason) else ""
+            lines.append(f"  {reason}: {n} of {self.asked}{detail}" + (f"\n    -> {advice}" if advice else ""))
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         failed = ", ".join(f"{k}: {v}" for k, v in self.failed.most_common()) or "none"
@@ -212,9 +249,10 @@ def synthesize(
     """Trajectories for `items` appended to `out_dir/sft_trajectories.jsonl`; finished items are skipped."""
     out = Path(out_dir)
     path = out / TRAJECTORIES
+    data.cut_torn_tail(path)  # a run killed mid-line: the item it was writing is redone, its torn text removed
     done, _ = data.read_jsonl(path, data.TrajectoryRecord) if path.exists() else ([], None)
     done_ids = {r.seed_id for r in done}
-    report = SynthReport(skipped_done=sum(item.id in done_ids for item in items))
+    report = SynthReport(asked=len(items), skipped_done=sum(item.id in done_ids for item in items))
     pending = [item for item in items if item.id not in done_ids]
     bar = tqdm(total=len(pending), desc="trajectories", disable=not progress)
     for start in range(0, len(pending), chunk_size):
@@ -223,7 +261,7 @@ def synthesize(
             try:
                 inputs = _inputs(item, out)
             except (OSError, ValueError) as err:
-                report.failed[f"unreadable input ({type(err).__name__})"] += 1
+                report.fail(f"unreadable input ({type(err).__name__})", str(err))
                 continue
             variant = synth.choose_variant(
                 item.id,
@@ -239,14 +277,14 @@ def synthesize(
         for (item, inputs, variant), analysis in zip(loaded, teacher.analyse(requests, progress=False), strict=True):
             bar.update(1)
             if isinstance(analysis, TeacherFailure):
-                report.failed[f"teacher: {analysis.reason}"] += 1
+                report.fail(f"teacher: {analysis.reason}", analysis.detail)
                 continue
             try:
                 result = synth.build_trajectory(
                     item, inputs, analysis, variant=variant, synth_config=synth_config, episode_config=episode_config
                 )
             except synth.SynthRejected as err:
-                report.failed[f"rejected: {err}"] += 1
+                report.fail(f"rejected: {err}")
                 continue
             data.append_jsonl(path, _record(item, result, out, jpeg_quality).to_dict())
             report.written += 1
@@ -255,6 +293,22 @@ def synthesize(
         bar.update(len(chunk) - len(loaded))
     bar.close()
     return report
+
+
+def read_trajectories(out_dir, report: SynthReport | None = None) -> tuple[list, data.ReadReport]:
+    """The run's trajectories and the read report; when there are none, `SynthesisFailed` with what failed (from
+    `report`, this run's) and what to change, instead of a FileNotFoundError on the missing file."""
+    path = Path(out_dir) / TRAJECTORIES
+    records, read_report = data.read_jsonl(path, data.TrajectoryRecord) if path.exists() else ([], None)
+    if records:
+        return records, read_report
+    if report is not None and report.failed:
+        why = f"every one of the {report.asked} items failed:\n{report.failures()}"
+    elif report is not None and not report.asked:
+        why = "no items were asked for: set n_read, n_count, n_coarse, n_flash or n_colour_change above 0"
+    else:
+        why = f"{path} holds no readable trajectory" + (f" ({read_report})" if read_report else "")
+    raise SynthesisFailed(f"no trajectories were written to {Path(out_dir)}: {why}\nFix it and run the stage again.")
 
 
 def _record(item: data.SeedItem, result: synth.SynthResult, out: Path, jpeg_quality: int) -> data.TrajectoryRecord:
@@ -299,6 +353,7 @@ def make_teacher(
     base_url: str = "",
     concurrency: int = 16,
     max_requests: int | None = None,
+    timeout_seconds: float = 60.0,
     cache_dir=None,
 ):
     """The teacher a notebook names: "template" (offline) or "openai" (any OpenAI-compatible endpoint; its key is
@@ -313,6 +368,7 @@ def make_teacher(
             base_url=base_url or None,
             concurrency=concurrency,
             max_requests=max_requests,
+            timeout_seconds=timeout_seconds,
             cache_dir=cache_dir,
         )
     raise ValueError(f"unknown teacher {name!r}; choose template or openai")

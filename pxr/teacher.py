@@ -7,7 +7,8 @@ one `Analysis` or `TeacherFailure` per `AnalysisRequest`, in order: no item is e
 - `TemplateTeacher`: offline, deterministic per (seed, item_id), phrasings filled from the item's ground truth.
 - `OpenAITeacher`: any OpenAI-compatible endpoint. JSON replies are checked (the whole analysis must not reveal the
   answer, the local one must state it, no `\\boxed`) and a rejected one is resampled warmer with a seed. The openai
-  client retries HTTP faults; httpx hooks count them. Every reply, malformed ones too, is cached on disk (atomic
+  client retries HTTP faults (and `create_completion` a 200 whose body is cut short); httpx hooks count them. A
+  request that still fails is that item's `TeacherFailure`, never an exception that loses the other items. Every reply, malformed ones too, is cached on disk (atomic
   writes) under a hash of model, prompt, pixels, temperature and attempt, so a rerun pays nothing twice. Past the
   caps on calls and tokens (the teacher's lifetime; calls in flight may overshoot the token cap) items fail with
   "cap reached". The key is read from the environment in `analyse`, never cached, counted or reported.
@@ -31,7 +32,14 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from pxr.openai_backend import OpenAIBackendConfig, describe_error, image_data_url, read_api_key, run_sync
+from pxr.openai_backend import (
+    OpenAIBackendConfig,
+    create_completion,
+    describe_error,
+    image_data_url,
+    read_api_key,
+    run_sync,
+)
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,7 @@ class OpenAITeacher:
         stats["total_tokens"] = c["prompt_tokens"] + c["completion_tokens"]
         stats["retries"], stats["no_response"] = c["http_attempts"] - c["requests"], c["http_attempts"] - c["responses"]
         stats["http_errors"], stats["failures"] = dict(self._http_errors), dict(self._failures)
+        stats["bad_bodies"] = c["bad_bodies"]  # 200s whose body was not JSON (asked again)
         stats["malformed"], stats["malformed_reasons"] = sum(self._malformed.values()), dict(self._malformed)
         return stats
 
@@ -287,8 +296,14 @@ class OpenAITeacher:
             return TeacherFailure(request.item_id, "cap reached")
         self._counts["requests"] += 1  # before any await, so that concurrent items cannot overshoot max_requests
         messages = await asyncio.to_thread(self.messages, request)  # PNG encoding would stall the other requests
-        response = await client.chat.completions.create(
-            model=self.model, messages=messages, temperature=temperature, **extra
+        response = await create_completion(
+            client,
+            self.max_retries,
+            self._count_bad_body,
+            model=self.model,
+            messages=messages,
+            temperature=temperature,
+            **extra,
         )
         for name in ("prompt_tokens", "completion_tokens"):
             self._counts[name] += getattr(response.usage, name, 0) or 0  # servers may leave `usage` out
@@ -300,12 +315,15 @@ class OpenAITeacher:
             os.replace(temporary, path)  # atomic: a killed run leaves at most a stray .tmp, never half an entry
         return content, False
 
+    def _count_bad_body(self) -> None:
+        self._counts["bad_bodies"] += 1
+
     async def _analyse_one(self, client, request: AnalysisRequest, secret: str) -> Analysis | TeacherFailure:
         all_cached, why = True, ""
         for attempt in range(1 + self.max_malformed_retries):
             try:
                 reply = await self._reply(client, request, attempt)
-            except openai.OpenAIError as error:  # raised only once the client's own retries are spent
+            except openai.OpenAIError as error:  # raised only once the retries are spent
                 return TeacherFailure(request.item_id, "request failed", describe_error(error, secret))
             if isinstance(reply, TeacherFailure):
                 return reply

@@ -3,15 +3,27 @@
 `ChatServer(script)` listens on 127.0.0.1 (a free port) in a background thread while used as a context manager.
 `POST /v1/chat/completions` answers what `script(request_body)` returns: a `Reply` (or a plain string, the reply
 text), so a test can answer per turn, e.g. a tool call first and an answer once an observation is in the chat.
-Faults: `Reply(status=500)` or `Reply(delay_seconds=...)` for one request, and for the server as a whole the first
-`fail_first` requests answered with `fail_status` (500 by default, 429 for rate limits), optionally with a
-`Retry-After` header. Every request is recorded (`server.requests`: headers, parsed body, arrival time, status),
-and `server.max_in_flight` is the most requests it was answering at once.
+Faults: `Reply(status=500)`, `Reply(delay_seconds=...)` or `Reply(truncated=True)` (a 200 whose JSON body is cut
+in half, its Content-Length matching the cut: what a proxy that drops the tail sends) for one request; for the
+server as a whole the first `fail_first` requests answered with `fail_status` (500 by default, 429 for rate limits),
+optionally with a `Retry-After` header, and `Faults(...)`: each request drawn at the given rates to be a 500, a 429,
+a truncated body or a hang (no answer for `hang_seconds`, so the client's timeout fires), seeded, so a run is
+repeatable. Every request is recorded (`server.requests`: headers, parsed body, arrival time, status, fault), and
+`server.max_in_flight` is the most requests it was answering at once.
+
+The server binds 127.0.0.1 only and stops by itself after `lifetime_seconds` (a forgotten one cannot linger).
+Run as a script (`python -m tests.chat_server --port-file F --log L ...`) it serves `teacher_reply` with faults in
+a process of its own, appending one line per request to the log: what benchmarks/synthesis_faults.py kills around.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
+import os
+import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +41,29 @@ class Reply:
     delay_seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     error_message: str = "scripted failure"
+    truncated: bool = False  # a 200 whose body is the first half of the JSON, with a matching Content-Length
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Rates at which requests are answered with a fault instead of the script's reply; the rest are answered."""
+
+    status_500: float = 0.0
+    status_429: float = 0.0
+    truncated: float = 0.0
+    hang: float = 0.0
+    hang_seconds: float = 30.0  # longer than any client timeout used with it
+    retry_after: str = "0.01"  # on 429s: seconds the client is told to wait
+    seed: int = 0
+
+    def draw(self, n: int) -> str:
+        """The fault of request `n` (1-based): "500", "429", "truncated", "hang" or "" (answered)."""
+        u = random.Random(f"{self.seed}:{n}").random()
+        for name, rate in (("500", self.status_500), ("429", self.status_429), ("truncated", self.truncated)):
+            if u < rate:
+                return name
+            u -= rate
+        return "hang" if u < self.hang else ""
 
 
 @dataclass
@@ -37,6 +72,7 @@ class Request:
     body: dict[str, Any]
     arrived: float  # time.monotonic()
     status: int = 0
+    fault: str = ""  # what Faults injected, if anything
 
 
 # --------------------------------------------------------------------------- helpers to read a request body
@@ -70,15 +106,44 @@ def question_text(body: dict) -> str:
     return next(message_text(m) for m in body["messages"] if m["role"] == "user")
 
 
+def body_digest(body: dict) -> str:
+    """A request's identity: the same question asked again (a retry) has the same digest."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def teacher_reply(body: dict) -> str:
+    """A well-formed analysis for a pxr teacher prompt: a whole that hides the answer and a local that states it."""
+    text = question_text(body)
+    answer = re.search(r"Correct answer: (.*)", text).group(1).strip()
+    if '"direct"' in text:
+        return json.dumps({"direct": f"Looking at the whole picture, the answer is {answer}."})
+    return json.dumps({"whole": "Small shapes; the detail is unreadable here.", "local": f"Closer, it is {answer}."})
+
+
 # ------------------------------------------------------------------------------------------------ the server
 
 
 class ChatServer:
-    def __init__(self, script, *, fail_first: int = 0, fail_status: int = 500, retry_after: str | None = None):
+    def __init__(
+        self,
+        script,
+        *,
+        fail_first: int = 0,
+        fail_status: int = 500,
+        retry_after: str | None = None,
+        faults: Faults | None = None,
+        lifetime_seconds: float = 600.0,
+        port: int = 0,
+        log_path=None,
+    ):
         self.script = script
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.retry_after = retry_after
+        self.faults = faults
+        self.lifetime_seconds = lifetime_seconds
+        self.port = port
+        self.log_path = log_path  # one JSON line per request: digest, status, fault
         self.requests: list[Request] = []
         self.max_in_flight = 0
         self._in_flight = 0
@@ -96,29 +161,60 @@ class ChatServer:
         return [r.body for r in self.requests]
 
     def __enter__(self) -> ChatServer:
-        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", self.port), _handler_for(self))
         # A short poll interval: shutdown() waits for the serving loop to look up (0.5 s by default).
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
+        self._timer = threading.Timer(self.lifetime_seconds, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stopping.set()  # wakes handlers still sleeping on a scripted delay
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (idempotent): on leaving the `with` block, or by itself after `lifetime_seconds`."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()  # wakes handlers still sleeping on a scripted delay or a hang
+        self._timer.cancel()
         self._httpd.shutdown()
         self._httpd.server_close()
-        self._thread.join(timeout=5)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def wait(self) -> None:
+        """Block until the server stops (its lifetime ends)."""
+        self._stopping.wait()
 
     def _answer(self, headers: dict[str, str], body: dict) -> tuple[int, dict[str, str], dict]:
         with self._lock:
             request = Request(headers, body, time.monotonic())
             self.requests.append(request)
-            injected = len(self.requests) <= self.fail_first
-        reply = Reply(status=self.fail_status, error_message="injected failure") if injected else self.script(body)
-        if isinstance(reply, str):
-            reply = Reply(content=reply)
+            number = len(self.requests)
+            injected = number <= self.fail_first
+        request.fault = self.faults.draw(number) if self.faults and not injected else ""
+        if injected:
+            reply = Reply(status=self.fail_status, error_message="injected failure")
+        elif request.fault in ("500", "429"):
+            reply = Reply(status=int(request.fault), error_message=f"injected {request.fault}")
+            if request.fault == "429":
+                reply.headers["Retry-After"] = self.faults.retry_after
+        else:
+            reply = self.script(body)
+            reply = Reply(content=reply) if isinstance(reply, str) else reply
+            if request.fault == "hang":
+                reply.delay_seconds = self.faults.hang_seconds
+            reply.truncated = reply.truncated or request.fault == "truncated"
+        request.status = reply.status
+        if self.log_path is not None:  # on arrival: a hang still in progress when the server stops is counted
+            line = {"digest": body_digest(body), "status": reply.status, "fault": request.fault}
+            with self._lock, open(self.log_path, "a") as log:
+                log.write(json.dumps(line) + "\n")
         if reply.delay_seconds:
             self._stopping.wait(reply.delay_seconds)
-        request.status = reply.status
         extra = dict(reply.headers)
         if self.retry_after is not None and reply.status != 200:
             extra.setdefault("Retry-After", self.retry_after)
@@ -140,6 +236,8 @@ class ChatServer:
         }
         if reply.usage is not None:
             completion["usage"] = {**reply.usage, "total_tokens": sum(reply.usage.values())}
+        if reply.truncated:
+            extra["X-Truncate"] = "1"  # read by the handler, which cuts the encoded body; not sent
         return 200, extra, completion
 
 
@@ -169,6 +267,8 @@ def _handler_for(server: ChatServer):
 
         def _send(self, status, headers, payload):
             data = json.dumps(payload).encode()
+            if headers.pop("X-Truncate", None):
+                data = data[: len(data) // 2]
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -184,3 +284,31 @@ def _handler_for(server: ChatServer):
             pass  # keep test output quiet
 
     return Handler
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="A local chat-completions server answering pxr teacher prompts.")
+    parser.add_argument("--port-file", required=True, help="written with the port once the server listens")
+    parser.add_argument("--log", help="append one JSON line per request (digest, status, fault)")
+    parser.add_argument("--rate-500", type=float, default=0.0)
+    parser.add_argument("--rate-429", type=float, default=0.0)
+    parser.add_argument("--rate-truncated", type=float, default=0.0)
+    parser.add_argument("--rate-hang", type=float, default=0.0)
+    parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lifetime-seconds", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    faults = Faults(
+        args.rate_500, args.rate_429, args.rate_truncated, args.rate_hang, args.hang_seconds, seed=args.seed
+    )
+    server = ChatServer(teacher_reply, faults=faults, lifetime_seconds=args.lifetime_seconds, log_path=args.log)
+    with server:
+        port = server._httpd.server_address[1]
+        with open(args.port_file + ".tmp", "w") as f:
+            f.write(str(port))
+        os.replace(args.port_file + ".tmp", args.port_file)
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

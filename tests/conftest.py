@@ -1,24 +1,79 @@
-"""Shared fixtures. The session guard enforces DESIGN §6: tests write only to temp dirs, never to outputs/."""
+"""Shared fixtures and two session checks.
+
+- Tests write only to temp dirs, never to outputs/: outputs/ is compared before and after the session. A change
+  fails the session with the paths that changed, reported at the end rather than as an error of whichever test ran
+  last (a notebook cell under nbval), since another process (a `pxr run` in the same checkout) may have made it.
+- Temp folders of the processes the tests start (notebook kernels under nbval, `pxr` subprocesses: each notebook
+  makes a `pxr-<stem>-*` folder) go to one scratch folder, removed when the session ends.
+"""
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SCRATCH_KEY = pytest.StashKey[str]()
+OUTPUTS_KEY = pytest.StashKey[dict]()
 
 
-def _outputs_snapshot():
+def _outputs_snapshot() -> dict[str, int]:
     root = REPO / "outputs"
-    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*")) if root.exists() else []
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def outputs_untouched():
-    before = _outputs_snapshot()
-    yield
-    assert _outputs_snapshot() == before, "a test wrote into outputs/; tests must use temp dirs"
+def outputs_changes(before: dict[str, int], after: dict[str, int], *, shown: int = 8) -> str:
+    """What changed under outputs/ during the session, and who may have done it; empty when nothing did."""
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if not changed:
+        return ""
+    running = []
+    for path in sorted({str(Path(p).parent) for p in changed if p.endswith("run.json")}):
+        try:
+            record = json.loads((REPO / "outputs" / path / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("state") == "running" or record.get("started", "") >= record.get("ended", "~"):
+            running.append(f"outputs/{path} (a run started {record.get('started', '?')})")
+    listed = "\n  ".join(f"outputs/{p}" for p in changed[:shown])
+    more = f"\n  ... and {len(changed) - shown} more" if len(changed) > shown else ""
+    who = (
+        f"Another process ran at the same time: {', '.join(running)}."
+        if running
+        else "Tests write only to temp dirs; if none of the tests did this, another process did (a `pxr run`, "
+        "`pxr pipeline` or `make toy` in this checkout while the tests ran)."
+    )
+    return f"outputs/ changed during the test session ({len(changed)} paths):\n  {listed}{more}\n{who}"
+
+
+def pytest_configure(config):
+    scratch = tempfile.mkdtemp(prefix="pxr-tests-")
+    config.stash[SCRATCH_KEY] = scratch
+    os.environ["TMPDIR"] = scratch  # inherited by the kernels and subprocesses the tests start
+
+
+def pytest_unconfigure(config):
+    scratch = config.stash.get(SCRATCH_KEY, None)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pytest_sessionstart(session):
+    session.config.stash[OUTPUTS_KEY] = _outputs_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    message = outputs_changes(session.config.stash.get(OUTPUTS_KEY, {}), _outputs_snapshot())
+    if message:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "outputs/ changed", red=True)
+            reporter.write_line(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def make_notebook(path: Path, parameters: str, body: str) -> Path:

@@ -20,6 +20,7 @@ from pxr.data import (
     TrajectoryRecord,
     TrajectoryTurn,
     append_jsonl,
+    cut_torn_tail,
     query_from_seed,
     read_jsonl,
     read_parquet,
@@ -184,7 +185,7 @@ def test_read_jsonl_keeps_good_lines_and_counts_bad_ones_by_reason(tmp_path):
     assert len(plain) == 4 and plain_report.reasons["not an object"] == 1
 
 
-def test_append_jsonl_syncs_each_line_and_closes_a_line_left_unfinished(tmp_path, monkeypatch):
+def test_append_jsonl_syncs_each_line_and_cuts_a_line_left_unfinished(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
@@ -195,7 +196,25 @@ def test_append_jsonl_syncs_each_line_and_closes_a_line_left_unfinished(tmp_path
     append_jsonl(path, {**QUERY.to_dict(), "qid": "vstar-2"})
     records, report = read_jsonl(path, RLQuery)
     assert [r.qid for r in records] == ["vstar-1", "vstar-2"]
-    assert report.reasons == Counter({"invalid json": 1}) and len(synced) == 2
+    # The torn text is gone, not left as a bad line in the middle of the file (a kill, then a rerun, did that).
+    assert report.reasons == Counter() and path.read_bytes().count(b"\n") == 2 and len(synced) == 3
+
+
+def test_a_torn_tail_is_cut_and_a_whole_last_record_keeps_its_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    assert not cut_torn_tail(path)  # no file: nothing to do
+    write_jsonl(path, [QUERY])
+    assert not cut_torn_tail(path)  # ends with a newline: untouched
+    whole = json.dumps({**QUERY.to_dict(), "qid": "vstar-2"}).encode()
+    with path.open("ab") as f:
+        f.write(whole)  # killed between the record and its newline
+    assert cut_torn_tail(path) and path.read_bytes().endswith(whole + b"\n")
+    with path.open("ab") as f:
+        f.write(b'{"qid": "vstar-3", "ques' + "é".encode()[:1])  # cut inside a UTF-8 character too
+    assert cut_torn_tail(path)
+    assert [r.qid for r in read_jsonl(path, RLQuery)[0]] == ["vstar-1", "vstar-2"]
+    path.write_bytes(b'{"qid": ' + b"x" * 200_000)  # one long torn line, no newline anywhere
+    assert cut_torn_tail(path) and path.read_bytes() == b""
 
 
 def test_write_jsonl_replaces_the_file_whole(tmp_path):

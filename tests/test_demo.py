@@ -119,7 +119,8 @@ def test_widget_errors_are_reported_not_raised(app):
     assert app.query.id == "a" and app.query.question == "What is it?"
 
 
-def test_tiny_model_steps_for_real():
+def test_tiny_model_steps_for_real(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the model's temp folder is removed with tmp_path
     config = EpisodeConfig()
     model, processor = demo.load_demo_model("", config, model_size="tiny")
     rollout_config = demo.RolloutConfig(max_new_tokens=8, batch_size=1)

@@ -132,6 +132,23 @@ def test_grid_reports_failed_points_and_unknown_parameters(fake_grid, capsys):
     assert "grids of 00_first: bad, demo, typo" in capsys.readouterr().err
 
 
+def test_a_grid_stops_when_two_points_fail_the_same_way_and_their_folders_stay_out_of_git(fake_grid, capsys):
+    """A grid whose every point failed the same way ran them all, leaving failed folders that git did not ignore."""
+    (fake_grid / "params" / "00_first" / "grid_broken.yaml").write_text(
+        "extends: toy\naxes:\n  steps: [-1, -2, -3, 1]\n"
+    )
+    assert cli.main(["grid", "00", "broken"]) == 1
+    captured = capsys.readouterr()
+    assert "two points failed the same way (cell 3: AssertionError: steps must be >= 0); stopped with 2" in captured.err
+    assert "grid done: 0 finished, 2 failed toy_steps-1 toy_steps-2" in captured.out
+    out = fake_grid / "outputs" / "00_first"
+    assert sorted(p.name for p in out.iterdir()) == ["toy_steps-1", "toy_steps-2"]
+    assert all((out / name / ".gitignore").read_text().endswith("*\n") for name in ("toy_steps-1", "toy_steps-2"))
+    assert cli.main(["grid", "00", "broken", "--keep-going"]) == 1
+    assert "grid done: 1 finished, 3 failed" in capsys.readouterr().out
+    assert not (out / "toy_steps1" / ".gitignore").exists()  # finished: its record may be committed
+
+
 def test_parallel_grid_gives_each_point_a_gpu(fake_grid, monkeypatch, capsys):
     points = grid.load_grid(*grid.resolve_grid("00", "demo"))
     plan = grid.parallel_plan("00_first", points, ["0", "1"])

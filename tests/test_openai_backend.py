@@ -201,6 +201,24 @@ def test_an_endpoint_that_keeps_failing_ends_only_its_episode():
     assert fine.error is None and fine.episode.ending == "answer"
 
 
+def test_a_truncated_body_is_asked_again_and_then_ends_only_its_episode():
+    """A 200 cut short raised json.JSONDecodeError out of the rollout, ending every episode of the evaluation."""
+    truncated_once = iter([True])
+
+    def script(body):
+        if "cut" in question_text(body):
+            return Reply(ANSWER_REPLY, truncated=True)
+        reply = zoom_then_answer(body)
+        reply.truncated = next(truncated_once, False)
+        return reply
+
+    with ChatServer(script) as server:
+        cut, fine = run(server, [query("c", "A cut question?"), query("f")], max_retries=1)
+    assert cut.error.startswith("BadResponseError: ") and cut.episode.ending == "no_answer"
+    assert sum("cut" in question_text(r.body) for r in server.requests) == 2  # 1 + max_retries
+    assert fine.error is None and fine.episode.ending == "answer"
+
+
 def test_a_request_past_the_timeout_ends_only_its_episode():
     def script(body):
         return Reply(ANSWER_REPLY, delay_seconds=3) if "slow" in question_text(body) else zoom_then_answer(body)

@@ -230,6 +230,8 @@ def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path)
     model, processor = load(tiny)
     first = sft.train(sft.make_trainer(model, processor, examples, max_steps=2, **settings))
     assert first.global_step == 2 and (out / "checkpoint-2").is_dir()
+    (out / "checkpoint-4").mkdir()  # a kill during the next save: weights begun, no trainer state
+    (out / "checkpoint-4" / "config.json").write_text('{"model_type": ')
     trained = dict(model.named_parameters())
     model, processor = load(tiny)
     trainer = sft.make_trainer(model, processor, examples, max_steps=4, **settings)
@@ -238,7 +240,8 @@ def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path)
     loaded = []
     trainer.add_callback(FirstStepWeights(loaded))
     resumed = sft.train(trainer)
-    assert resumed.global_step == 4 and (out / "checkpoint-4").is_dir()
+    assert resumed.global_step == 4 and (out / "checkpoint-4" / "trainer_state.json").is_file()
+    assert (out / "incomplete-checkpoint-4").is_dir()  # set aside, not resumed from
     assert counter.steps == 2  # steps 1-2 were not run again
     # training went on from the checkpoint's weights, not from the freshly loaded ones
     assert all(torch.equal(loaded[0][n], trained[n].detach()) for n in trained)

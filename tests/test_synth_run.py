@@ -71,7 +71,8 @@ def test_kill_and_resume_gives_every_item_exactly_once(tmp_path):
     records, read = written(tmp_path)
     assert report.skipped_done == len(first) and report.written == len(items) - len(first)
     assert Counter(r.seed_id for r in records) == Counter(i.id for i in items)  # each exactly once
-    assert read.skipped == 1  # the half line is reported, not read as a record
+    assert read.skipped == 0  # the half line was cut, not left in the middle of the file
+    assert (tmp_path / synth_run.TRAJECTORIES).read_text().count("half a line") == 0
     again = synth_run.synthesize(
         items, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
     )
@@ -111,6 +112,50 @@ def test_failures_and_bad_inputs_are_counted_not_dropped_silently(tmp_path):
     assert report.written == 0
     assert report.failed["teacher: request failed"] == len(items) - 2
     assert sum(v for k, v in report.failed.items() if k.startswith("unreadable input")) == 2
+
+
+def test_a_run_where_every_item_fails_says_what_failed_and_what_to_change(tmp_path):
+    """Notebook 10 ended in FileNotFoundError on the trajectories file when the server was down or the key wrong."""
+    items = seed_items(tmp_path)
+    report = synth_run.synthesize(
+        items, tmp_path, Failing(), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    assert report.failed_items == len(items) and report.asked == len(items)
+    with pytest.raises(synth_run.SynthesisFailed) as failed:
+        synth_run.read_trajectories(tmp_path, report)
+    message = str(failed.value)
+    assert f"teacher: request failed: {len(items)} of {len(items)} (first: HTTP 500)" in message
+    assert "teacher_base_url" in message and "OPENAI_API_KEY" in message
+    with pytest.raises(synth_run.SynthesisFailed, match="no items were asked for"):
+        synth_run.read_trajectories(tmp_path, synth_run.SynthReport())
+
+
+def test_failed_items_are_reported_and_retried_by_the_next_run(tmp_path):
+    items = seed_items(tmp_path)
+
+    class FailsSome:
+        def analyse(self, requests, progress=False):
+            good = TemplateTeacher(seed=0).analyse(requests)
+            return [
+                TeacherFailure(r.item_id, "cap reached") if i % 3 == 0 else g
+                for i, (r, g) in enumerate(zip(requests, good, strict=True))
+            ]
+
+    first = synth_run.synthesize(
+        items, tmp_path, FailsSome(), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    assert first.failed_items > 0 and "raise teacher_max_requests" in first.failures()
+    records, _ = synth_run.read_trajectories(tmp_path, first)
+    assert len(records) == first.written == len(items) - first.failed_items
+    second = synth_run.synthesize(
+        items, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH, episode_config=EPISODE, progress=False
+    )
+    assert second.written == first.failed_items and second.failed_items == 0
+
+
+def test_the_teacher_timeout_is_a_parameter():
+    teacher = synth_run.make_teacher("openai", model="m", base_url="http://127.0.0.1:9/v1", timeout_seconds=7.5)
+    assert teacher.timeout_seconds == 7.5 and teacher.endpoint.timeout_seconds == 7.5
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pxr.teacher import AnalysisRequest, OpenAITeacher, TeacherFailure, TemplateTeacher, check_reply
-from tests.chat_server import ChatServer, Reply, image_urls, question_text
+from tests.chat_server import ChatServer, Faults, Reply, image_urls, question_text
 
 COLOURS = ("red", "blue", "green", "orange", "purple")
 SHAPES = ("triangle", "square", "circle", "hexagon")
@@ -240,6 +240,48 @@ def test_an_endpoint_that_keeps_failing_fails_only_its_item():
     assert broken.reason == "request failed" and broken.detail.startswith("InternalServerError: ")
     assert fine.local == "Zoomed, it is 2."
     assert teacher.stats["http_errors"] == {500: 2} and teacher.stats["failures"] == {"request failed": 1}
+
+
+def test_a_truncated_body_is_a_failed_request_retried_then_counted():
+    """A 200 whose JSON is cut short raised json.JSONDecodeError out of `analyse`: the whole chunk was lost."""
+    first = iter([True])
+
+    def script(body):
+        return Reply(good_reply(body), truncated=answer_in(body) == "1" or next(first, False))
+
+    with ChatServer(script) as server:
+        teacher = make_teacher(server, max_retries=1)
+        broken, fine = teacher.analyse([scene_request(1), scene_request(2)], progress=False)
+    assert broken.reason == "request failed" and broken.detail.startswith("BadResponseError: ")
+    assert fine.local == "Zoomed, it is 2."
+    stats = teacher.stats
+    assert stats["bad_bodies"] == 3 and stats["failures"] == {"request failed": 1}
+    assert len(server.requests) == 4  # item 1: 1 + max_retries; item 2: one cut, then a good one
+
+
+def test_every_fault_at_once_loses_no_item_and_hangs_are_bounded():
+    """The fault server at high rates: every item ends as an analysis or a counted failure, within the timeouts."""
+    faults = Faults(status_500=0.2, status_429=0.1, truncated=0.1, hang=0.1, hang_seconds=60, seed=3)
+    start = time.perf_counter()
+    with ChatServer(good_reply, faults=faults) as server:
+        teacher = make_teacher(server, timeout_seconds=0.3, max_retries=3, concurrency=8)
+        results = teacher.analyse([scene_request(k) for k in range(24)], progress=False)
+    assert time.perf_counter() - start < 30  # hangs end at the 0.3 s timeout, not the server's 60 s
+    assert [r.item_id for r in results] == [f"item-{k}" for k in range(24)]
+    drawn = {r.fault for r in server.requests}
+    assert {"500", "429", "truncated", "hang"} <= drawn  # the faults were really injected
+    analyses = [r for r in results if not isinstance(r, TeacherFailure)]
+    # Each item fails only after 4 faulty attempts in a row (about 6 % of items at these rates), and then as a count.
+    assert len(analyses) >= 12 and all(r.reason == "request failed" for r in results if r not in analyses)
+    assert teacher.stats["bad_bodies"] == sum(r.fault == "truncated" for r in server.requests)
+
+
+def test_the_fault_server_stops_by_itself_and_binds_only_loopback():
+    server = ChatServer(good_reply, lifetime_seconds=0.3)
+    with server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        server.wait()  # returns once the lifetime is over, without the with block ending
+    assert server._stopping.is_set()
 
 
 def test_a_timeout_is_retried_counted_and_reported():
