@@ -21,6 +21,8 @@ Tests: tests/test_scene_grid.py.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pxr.scene_draw import COLOURS, DIGITS, Scene, SceneObject, _image_scene, _render, choices_for
@@ -35,6 +37,8 @@ DIGIT_QUESTIONS: tuple[str, ...] = (
     "Read the digit on the tile in row {row}, column {column} (rows from the top, columns from the left).",
 )
 COLOUR_QUESTION = "What colour is the tile in row {row}, column {column}?"
+BOX_DECIMALS = 3  # normalized boxes as trajectories write them (pxr.synth.SynthConfig.box_decimals)
+MAX_SNAP_PX = 4  # tiles move at most this far off their cell's centre to sit on an exact box
 
 
 def tile_name(row: int, column: int) -> str:
@@ -53,15 +57,26 @@ def tile_boxes(width: int, height: int, rows: int, columns: int, tile_size: int)
             f"tile_size must lie in [1, {int(min(cell_w, cell_h))}] px (one cell of a {rows}x{columns} grid on "
             f"{width}x{height}); got {tile_size}"
         )
+    step_x, step_y = _exact_step(width), _exact_step(height)
+    if tile_size % step_x or tile_size % step_y:
+        step_x = step_y = 1
     boxes = []
     for r in range(rows):
         row = []
         for c in range(columns):
-            x = round((c + 0.5) * cell_w - tile_size / 2)
-            y = round((r + 0.5) * cell_h - tile_size / 2)
+            x = step_x * round(((c + 0.5) * cell_w - tile_size / 2) / step_x)
+            y = step_y * round(((r + 0.5) * cell_h - tile_size / 2) / step_y)
             row.append([x, y, x + tile_size, y + tile_size])
         boxes.append(row)
     return boxes
+
+
+def _exact_step(side: int) -> int:
+    """The pixel step at which x / side has at most BOX_DECIMALS decimals (1500 px: every 3 px), or 1 when that
+    step is coarser than MAX_SNAP_PX. Tile edges on it make the box a model writes at 3 decimals cut exactly the
+    tile: a 30x30 crop, enlarged to a square observation, instead of 29-31 px a side."""
+    step = side // math.gcd(side, 10**BOX_DECIMALS)
+    return step if step <= MAX_SNAP_PX else 1
 
 
 def _grid(seed: int, stream: int, *, width, height, rows, columns, tile_size, digit_height_frac):
@@ -84,19 +99,19 @@ def _grid(seed: int, stream: int, *, width, height, rows, columns, tile_size, di
 def make_tile_digit_scene(
     seed: int,
     *,
-    width: int = 1536,
-    height: int = 1024,
+    width: int = 1500,
+    height: int = 1000,
     rows: int = 4,
     columns: int = 6,
-    tile_size: int = 28,
-    digit_height_frac: float = 0.46,
+    tile_size: int = 30,
+    digit_height_frac: float = 0.43,
     multiple_choice: bool = False,
 ) -> Scene:
     """ "What digit is on the tile in row r, column c?": the answer is the asked tile's digit, the cue box its box.
 
-    With the defaults (28-px tiles: `zoom_in` crops no less) the digit's ink is 13 px on a 1536x1024 canvas: 1.4 px
-    once the image is fitted to the toy's 168x112 query budget, 52 px in the 112x112 crop that zooming on the tile
-    returns without padding."""
+    With the defaults (30-px tiles; `zoom_in` crops no less than 28 px) the digit's ink is 13 px on a 1500x1000
+    canvas: 1.5 px once the image is fitted to the toy's 168x112 query budget, 49 px in the 112x112 crop that zooming
+    on the tile returns without padding."""
     objects, (row, column), rng, image = _grid(
         seed, TILE_DIGIT_STREAM, width=width, height=height, rows=rows, columns=columns, tile_size=tile_size,
         digit_height_frac=digit_height_frac,
@@ -118,12 +133,12 @@ def make_tile_digit_scene(
 def make_tile_colour_scene(
     seed: int,
     *,
-    width: int = 1536,
-    height: int = 1024,
+    width: int = 1500,
+    height: int = 1000,
     rows: int = 4,
     columns: int = 6,
-    tile_size: int = 28,
-    digit_height_frac: float = 0.46,
+    tile_size: int = 30,
+    digit_height_frac: float = 0.43,
     multiple_choice: bool = False,
 ) -> Scene:
     """ "What colour is the tile in row r, column c?": answerable from the overview (`needs_op` False)."""

@@ -6,7 +6,9 @@ A trajectory is `[analysis of the whole input] → [op on the reference cue] →
 answer. Every op runs through `VisualEpisode`, so the observation text and images are exactly those the model
 meets in RL, evaluation and the demo. Self-correction variants execute the wrong op for real, follow it with a
 reflective sentence, and mark that turn `trainable: false` (the paper masks erroneous ops; the released code's
-"last two assistant turns" rule is not copied). A trajectory whose correct op does not contain the cue is rejected.
+"last two assistant turns" rule is not copied). A wrong crop is a seed item's decoy where it has some (a tile one row
+or column off, in grid scenes), else a random box away from the cue. A trajectory whose correct op does not contain
+the cue is rejected.
 
 Tests: tests/test_synth.py.
 """
@@ -14,6 +16,7 @@ Tests: tests/test_synth.py.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,9 +186,22 @@ class _Builder:
             raise SynthRejected("the final turn does not read as an answer")
 
 
-def _zoom_call(box, decimals: int, target: int = 1) -> str:
+def _zoom_call(box, decimals: int, target: int = 1, *, outward: bool = False) -> str:
+    """The call's text with the box written at `decimals`; `outward` rounds x1, y1 down and x2, y2 up, so that the
+    written box still holds the cue (a box rounded to nearest can cut a pixel off it when zooms are not padded)."""
+    if outward:
+        scale = 10**decimals
+        box = [math.floor(box[0] * scale + 1e-9) / scale, math.floor(box[1] * scale + 1e-9) / scale,
+               math.ceil(box[2] * scale - 1e-9) / scale, math.ceil(box[3] * scale - 1e-9) / scale]  # fmt: skip
     box = [round(min(1.0, max(0.0, v)), decimals) for v in box]
     return protocol.tool_call_text("zoom_in", {"bbox_2d": box, "target_image": target})
+
+
+def decoy_box(decoys: list[list[float]], cues: list[list[float]], rng: random.Random, *, padding: float, avoid=()):
+    """One of `decoys` (normalized boxes of plausible wrong places, e.g. the tile one row off) whose padded crop
+    misses every cue box and which is not in `avoid`; None when none is left (then `wrong_box` draws one)."""
+    usable = [d for d in decoys if not any(_overlaps(_grown(d, padding), c) for c in cues) and d not in avoid]
+    return rng.choice(usable) if usable else None
 
 
 def _normalized(boxes: list[list[float]], size: tuple[int, int]) -> list[float]:
@@ -239,13 +255,15 @@ def build_trajectory(
         padding, decimals = episode_config.zoom_padding, synth_config.box_decimals
         bridge = _sentence(rng.choice(ZOOM_BRIDGES), cue_name)
         lead = f"{analysis.whole.strip()} {bridge}\n"
+        decoys = [[b[0] / width, b[1] / height, b[2] / width, b[3] / height] for b in item.meta.get("decoy_boxes", [])]
         if variant in ("wrong_crop", "two_wrong"):
-            first = wrong_box(cues, rng, padding=padding)
+            first = decoy_box(decoys, cues, rng, padding=padding) or wrong_box(cues, rng, padding=padding)
             build.call(lead + _zoom_call(first, decimals), trainable=False)
             reflection = rng.choice(WRONG_CROP_REFLECTIONS)
             lead = _sentence(reflection, cue_name) + "\n"
             if variant == "two_wrong":  # the second reflection is worded differently from the first
-                second = wrong_box(cues, rng, padding=padding, avoid=[first])
+                second = decoy_box(decoys, cues, rng, padding=padding, avoid=[first])
+                second = second or wrong_box(cues, rng, padding=padding, avoid=[first])
                 build.call(lead + _zoom_call(second, decimals), trainable=False)
                 other = WRONG_CROP_REFLECTIONS[1 - WRONG_CROP_REFLECTIONS.index(reflection)]
                 lead = _sentence(other, cue_name) + "\n"
@@ -255,7 +273,7 @@ def build_trajectory(
                 trainable=False,
             )
             lead = _sentence(rng.choice(OVERLARGE_REFLECTIONS), cue_name) + "\n"
-        observation = build.call(lead + _zoom_call(cue, decimals), trainable=True)
+        observation = build.call(lead + _zoom_call(cue, decimals, outward=True), trainable=True)
         crop = episode.entries[observation.numbers[0] - 1].root_box
         if not all(crop[0] <= b[0] and crop[1] <= b[1] and b[2] <= crop[2] and b[3] <= crop[3] for b in item.cue_boxes):
             raise SynthRejected("the crop does not contain the cue")

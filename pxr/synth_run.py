@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pxr import data, protocol, scenes, synth
+from pxr import data, protocol, scene_grid, scenes, synth
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
@@ -63,11 +63,15 @@ def _scene_facts(scene) -> tuple[str, dict]:
         cue = f"frames {first}-{last}" if last > first else f"frame {first}"
         return cue, {"background": "drifting stripes", "target": cue}
     target = scene.objects[0]
-    name = f"the {target.name}" + ("s" if scene.kind == "count" else "")
-    facts = {"target": name, "objects": [o.name for o in scene.objects[:6]]}
+    if scene.kind in scenes.GRID_KINDS:  # named by its place; listing the other tiles would say nothing useful
+        name = scene_grid.tile_name(*scene_grid.tile_position(scene))
+        facts = {"target": name}
+    else:
+        name = f"the {target.name}" + ("s" if scene.kind == "count" else "")
+        facts = {"target": name, "objects": [o.name for o in scene.objects[:6]]}
     if scene.cue_box is not None:
         facts["position"] = _position(scene.cue_box, scene.image.size)
-    if scene.kind == "read":
+    if scene.kind in scenes.DIGIT_KINDS:
         facts["digit"] = target.digit
     return name, facts
 
@@ -96,6 +100,8 @@ def _seed_item(kind: str, index: int, seed: int, out_dir: Path, split: str, jpeg
         source="synthetic",
         meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
     )
+    if scene.kind in scenes.GRID_KINDS:  # the plausible wrong zooms: a tile one row or column off
+        common["meta"]["decoy_boxes"] = scene_grid.neighbour_boxes(scene)
     if isinstance(scene, scenes.VideoScene):
         frames = []
         for k, frame in enumerate(scene.frames, start=1):
