@@ -180,3 +180,22 @@ def neighbour_boxes(scene: Scene) -> list[list[int]]:
         if abs(r - row) + abs(c - column) == 1:
             near.append(list(obj.box))
     return near
+
+
+def ask_tile(scene: Scene, row: int, column: int) -> Scene:
+    """The same picture asking about another tile (1-based row and column): the objects reordered so that tile comes
+    first, the question, answer and cue box its own. The wording keeps the scene's kind and is drawn from the seed
+    and the position. Lets one rendered scene give a question per tile (the base stage reads many crops per scene)."""
+    target = next((o for o in scene.objects if tile_position(scene, o) == (row, column)), None)
+    if target is None:
+        raise ValueError(f"no tile at row {row}, column {column} in this {len(scene.objects)}-tile grid")
+    objects = [target] + [o for o in scene.objects if o is not target]
+    if scene.kind == "tile_digit":
+        wording = DIGIT_QUESTIONS[(scene.seed + row * 7 + column) % len(DIGIT_QUESTIONS)]
+        answer, needs_op = target.digit, True
+    else:
+        wording, answer, needs_op = COLOUR_QUESTION, target.colour, False
+    return _image_scene(
+        scene.image, wording.format(row=row, column=column), answer, [list(target.box)], objects, scene.seed,
+        scene.kind, choices=None, needs_op=needs_op,
+    )  # fmt: skip

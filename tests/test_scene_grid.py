@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pxr import ops, scenes
-from pxr.scene_grid import DIGIT_QUESTIONS, neighbour_boxes, tile_boxes, tile_position
+from pxr.scene_grid import DIGIT_QUESTIONS, ask_tile, neighbour_boxes, tile_boxes, tile_position
 
 SEEDS = range(8)
 # The toy episode: the whole image at 168x112, zooms without padding into a 112x112 crop.
@@ -129,3 +129,17 @@ def test_multiple_choice_points_at_the_right_option():
     for kind in scenes.GRID_KINDS:
         scene = scenes.make_scene(kind, 4, multiple_choice=True)
         assert scene.options[ord(scene.answer) - ord("A")] == scene.answer_text
+
+
+def test_asking_another_tile_keeps_the_picture_and_moves_the_cue():
+    scene = scenes.make_scene("tile_digit", 6)
+    other = ask_tile(scene, 4, 2)
+    assert other.image is scene.image and tile_position(other) == (4, 2)
+    assert "row 4, column 2" in other.question and other.answer == other.objects[0].digit
+    assert other.cue_box == tile_boxes(1500, 1000, 4, 6, 30)[3][1] and sorted(map(str, other.objects)) == sorted(
+        map(str, scene.objects)
+    )
+    same = ask_tile(scene, *tile_position(scene))
+    assert (same.answer, same.cue_box) == (scene.answer, scene.cue_box)
+    with pytest.raises(ValueError, match="no tile"):
+        ask_tile(scene, 5, 1)
