@@ -165,3 +165,15 @@ def test_grid_wrong_zooms_land_on_a_tile_one_row_or_column_off(tmp_path):
         wrong = [tuple(i["root_box"]) for i in result.episode["images"][1:-1]]
         assert len(wrong) == 2 and len(set(wrong)) == 2
         assert set(wrong) <= set(decoys)  # each wrong crop is a neighbour's tile
+
+
+def test_the_correct_zoom_is_rounded_outwards_so_an_unpadded_crop_keeps_the_whole_cue():
+    # Rounded to nearest at 2 decimals, x1 = 1101 / 1536 = 0.7168 would be written 0.72 (pixel 1105): 4 px of the cue cut.
+    item = Item("x", "7", images=["x.png"], cue_boxes=[[1101, 801, 1131, 831]])
+    result = build_trajectory(
+        item, [IMAGE], Analysis(), variant="single", synth_config=SynthConfig(box_decimals=2),
+        episode_config=EpisodeConfig(zoom_padding=0.0),
+    )  # fmt: skip
+    x1, y1, x2, y2 = result.episode["images"][-1]["root_box"]
+    assert x1 <= 1101 and y1 <= 801 and x2 >= 1131 and y2 >= 831
+    assert '"bbox_2d": [0.71, 0.78, 0.74, 0.82]' in result.turns[0].text
