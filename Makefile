@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy toy448 grounding toy448_lone test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy trap test-unit test-notebooks lint strip install clean-smoke
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -18,39 +18,27 @@ test: $(STAMP)
 	$(BIN)/pxr pipeline smoke --force
 	@echo; $(BIN)/pxr runs --run smoke
 
-# The toy reproduction (SPEC §6): the main line (`pxr pipeline toy`: data, perception base, SFT, RL, evaluation,
-# demo; under an hour on 2 CPU cores), then its controls and ablations, each a pipeline of the stages that have its
-# params file, then the ablation tables. Finished runs with unchanged params and outputs are skipped.
-TOY_RUNS := toy_text toy_blank toy_rl toy_no_curiosity toy_no_correction toy_seed1 toy_rl_seed1 toy_no_curiosity_seed1
+# The toy reproduction (outputs/LOG.md, 2026-12-04): the main line (`pxr pipeline toy`: data, perception base, SFT,
+# RL, evaluation, demo; tile grids addressed by position words), then its controls and ablations, each a pipeline of
+# the stages that have its params file (toy_named: the hard held-out suite of named objects), then the ablation
+# tables. Finished runs with unchanged params and outputs are skipped.
+TOY_RUNS := toy_text toy_blank toy_named toy_rl toy_no_curiosity toy_no_correction toy_seed1 toy_rl_seed1 \
+	toy_no_curiosity_seed1
 toy: $(STAMP)
 	$(BIN)/pxr pipeline toy
 	set -e; for run in $(TOY_RUNS); do $(BIN)/pxr pipeline $$run; done
 	$(BIN)/pxr run 50_ablations toy
 	@echo; $(BIN)/pxr runs
 
-# Beside the main line (outputs/LOG.md, 2026-11-24): the reading and grounding bases, then the easier toy448 line
-# (448x320 scenes, stages 10, 20, 40) on the reading base, with its controls. ~55 min on 2 CPU cores.
-toy448: $(STAMP)
-	$(BIN)/pxr run 15_perception_base toy_read_b98
-	$(BIN)/pxr run 15_perception_base toy_ground
-	$(BIN)/pxr pipeline toy448
-	$(BIN)/pxr run 40_evaluate toy448_text
-	$(BIN)/pxr run 40_evaluate toy448_blank
-
-# The grounding curriculum (outputs/LOG.md, 2026-11-24): the reading base, then notebook 15's stages, each from the
-# one before: a warm-up on flat squares, then the lone target at 56 px, at 28 px, at toy448's view (~30 min on 2 CPU
-# cores). It grounds a lone target; the later stages toy_pick56/3/7 (the named target among others) did not learn.
-GROUNDING_STAGES := toy_locate toy_lone56 toy_lone28 toy_lone448
-grounding: $(STAMP)
-	$(BIN)/pxr run 15_perception_base toy_read_b98
-	set -e; for run in $(GROUNDING_STAGES); do $(BIN)/pxr run 15_perception_base $$run; done
-
-# The toy448 line with the target alone in its read scenes, SFT from the curriculum's last stage (outputs/LOG.md,
-# 2026-11-25), with its controls: ~15 min after `make grounding`.
-toy448_lone: grounding
-	$(BIN)/pxr pipeline toy448_lone
-	$(BIN)/pxr run 40_evaluate toy448_lone_text
-	$(BIN)/pxr run 40_evaluate toy448_lone_blank
+# The learning-trap map (after `make toy`): for each declared value of the knob (the query budget: trap_k0 is the
+# toy line's, trap_k1 and trap_k2 show the digit larger) a perception base and an SFT model, then RL with and
+# without curiosity at two seeds from that model (params/30_train_rl/grid_trap_k*.yaml). Each point writes its
+# record when it finishes; a rerun skips finished points.
+TRAP_KNOBS := trap_k1 trap_k2
+trap: $(STAMP)
+	set -e; for run in $(TRAP_KNOBS); do $(BIN)/pxr run 15_perception_base $$run; $(BIN)/pxr run 20_train_sft $$run; done
+	set -e; for grid in trap_k0 $(TRAP_KNOBS); do $(BIN)/pxr grid 30_train_rl $$grid; done
+	$(BIN)/pxr run 50_ablations toy
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests

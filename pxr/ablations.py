@@ -6,7 +6,8 @@ of Table 1 from its stage and parameters: SFT only; RL without curiosity (α = 0
 data (its SFT model was trained on a synthesis with no self-correction trajectories); controls (the text-only
 prompt, a model that had no SFT). `table_rows` gives one flat dict per run with the same columns whichever stage
 wrote it (accuracy and RaPR read from whatever figures the run has); `step_curves` gives RaPR and accuracy per
-step of every RL run for one plot.
+step of every RL run for one plot; `trap_map_figure` draws the learning-trap map (a panel per knob value, RL with and
+without curiosity in two colours).
 
 Tests: tests/test_ablations.py.
 """
@@ -291,5 +292,47 @@ def learning_trap_figure(series: dict[str, list], *, title: str = "RL runs: RaPR
     ax.set_title(title)
     if runs:
         ax.legend(fontsize="small", ncol=max(1, len(runs) // 8), loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+TRAP_PREFIX = "trap_"  # the learning-trap map's RL runs (params/30_train_rl/grid_trap_k*.yaml)
+
+
+def trap_map_figure(runs: list[RunRecord], *, window: int = 1, prefix: str = TRAP_PREFIX):
+    """The learning-trap map: one panel per value of the knob (the query budget, `image_max_pixels`, of the RL runs
+    named `prefix`...), RL with curiosity (α > 0) in one colour and without in another, each seed a line; sampled
+    RaPR solid, accuracy dashed; H and H/2 as dotted lines (the target: without curiosity RaPR falls under H/2 while
+    with it it stays at or above H). Draws whatever has run; None when no such run has a step log."""
+    from matplotlib.figure import Figure
+
+    trap = [r for r in runs if _stage_kind(r.stage) == "30" and r.run.startswith(prefix) and r.steps]
+    if not trap:
+        return None
+    knobs = sorted({int(r.params.get("image_max_pixels", 0)) for r in trap})
+    fig = Figure(figsize=(3.4 * len(knobs), 3.2))
+    axes = fig.subplots(1, len(knobs), squeeze=False, sharey=True)[0]
+    for ax, knob in zip(axes, knobs, strict=True):
+        for run in sorted((r for r in trap if int(r.params.get("image_max_pixels", 0)) == knob), key=lambda r: r.run):
+            curious = float(run.params.get("curiosity_coef", 0.0)) > 0
+            colour = "C1" if curious else "C0"
+            for key, style in (("pxr/rapr", "-"), ("pxr/accuracy", "--")):
+                points = smooth(
+                    [(s["step"], s[key]) for s in run.steps if s.get(key) is not None and "step" in s], window
+                )
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(
+                        xs, ys, color=colour, linestyle=style, linewidth=1.0, label=run.run if style == "-" else None
+                    )
+        target = float(trap[0].params.get("curiosity_target_rate", 0.3))
+        for level in (target, target / 2):
+            ax.axhline(level, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_title(f"query budget {knob} px", fontsize="medium")
+        ax.set_xlabel("step")
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel("RaPR (solid), accuracy (dashed)")
+    axes[0].set_ylim(-0.02, 1.02)
+    fig.suptitle("learning trap: with curiosity (orange) and without (blue)", fontsize="medium")
     fig.tight_layout()
     return fig

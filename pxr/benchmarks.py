@@ -1,7 +1,9 @@
 """Benchmarks by name (SPEC §5): a loader, a prompt, an answer kind, a scorer and a version for each.
 
 `BENCHMARKS` holds:
-- `synthetic-zoom`, `synthetic-video`: the built-in suites on held-out seeds (never the training suites' seeds),
+- `synthetic-zoom` (the toy line's main suite: tiles addressed by position words, `tile_digit` / `tile_colour`),
+  `synthetic-zoom-named` (the harder scenes whose target is named by colour and shape among look-alikes: `read`,
+  `count`, `coarse`), `synthetic-video`: the built-in suites on held-out seeds (never the training suites' seeds),
   generated here or read from a notebook-10 run's held-out split (`eval_queries.jsonl`);
 - `vstar` (multiple choice, accuracy), `tallyqa-complex` (counting, accuracy), `infovqa` (ANLS), `mvbench` (multiple
   choice over 16 frames): the released eval parquet layout or plain JSONL;
@@ -41,8 +43,11 @@ from pxr.importers import ImportReport, _Files, _run, _Skip
 from pxr.rollout import Query
 from pxr.scoring import score_response
 
-IMAGE_KINDS = ("read", "count", "coarse")
+GRID_KINDS = ("tile_digit", "tile_colour")
+NAMED_KINDS = ("read", "count", "coarse")
 VIDEO_KINDS = ("flash", "colour_change")
+# The scene kinds each synthetic benchmark holds.
+SYNTHETIC_KINDS = {"synthetic-zoom": GRID_KINDS, "synthetic-zoom-named": NAMED_KINDS, "synthetic-video": VIDEO_KINDS}
 HELD_OUT_SPLIT = "eval_queries.jsonl"  # notebook 10's held-out split
 _OPTION_IN_QUESTION_RE = re.compile(r"\(([A-H])\)\s*(.+?)(?=\s*\([A-H]\)|\n|$)")
 _IMAGE_TOKEN_RE = re.compile(r"<image>\s*|<video>\s*")
@@ -80,7 +85,14 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
-        Benchmark("synthetic-zoom", "1", "auto", "accuracy", "image", description="held-out read/count/coarse scenes"),
+        Benchmark(
+            "synthetic-zoom", "2", "auto", "accuracy", "image",
+            description="held-out tile-grid scenes: the tile named by its row and column",
+        ),
+        Benchmark(
+            "synthetic-zoom-named", "1", "auto", "accuracy", "image",
+            description="held-out read/count/coarse scenes: the target named by colour and shape among look-alikes",
+        ),
         Benchmark("synthetic-video", "1", "auto", "accuracy", "video", description="held-out flash/colour-change videos"),
         # Version 2: questions verbatim by default (question_prompt), InfoVQA scored by the official ANLS rule.
         Benchmark("vstar", "2", "mc", "accuracy", "image", description="V* Bench: high-resolution fine detail"),
@@ -330,7 +342,7 @@ def load_synthetic(
     (or its `eval_queries.jsonl`), else `n_per_kind` scenes per kind generated under `out_dir` from `suite_seed`
     (held out: notebook 10 trains on its seed and seed + 1 and holds out seed + 2, the default here for seed 0)."""
     bench = get_benchmark(benchmark)
-    kinds = IMAGE_KINDS if bench.media == "image" else VIDEO_KINDS
+    kinds = SYNTHETIC_KINDS[bench.name]
     if source:
         source = Path(source)
         path = source / HELD_OUT_SPLIT if source.is_dir() else source

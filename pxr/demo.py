@@ -4,8 +4,9 @@
 one generated turn, `apply_turn`, which executes the op through `VisualEpisode`) and returns a `TurnView` per turn:
 the assistant text, the observation, and the pictures to draw (the input with every zoom box, then each crop or
 selected frame). `DemoApp` puts ipywidgets around it: a scene kind and "new scene", an image or video upload, the
-question, the model (a checkpoint path, or empty for the tiny model built on the fly), the prompt variant, "step"
-and "run to the end". Its callbacks are plain methods, so tests drive them without a browser.
+question, the model (a checkpoint path, empty for the tiny model built on the fly, or `teacher`: the trajectory
+synthesis writes for the scene, replayed through the episode and labelled as the teacher's, for when no trained
+model is at hand), the prompt variant, "step" and "run to the end". Its callbacks are plain methods, so tests drive them without a browser.
 
 Tests: tests/test_demo.py.
 """
@@ -32,7 +33,7 @@ class TurnView:
     """What one turn shows: the assistant's text, the observation (if an op ran) and the pictures so far."""
 
     number: int
-    assistant: str
+    assistant: str  # the turn's text; `author` says whose (the model, or the teacher's replayed script)
     observation: str | None
     ok: bool | None
     pictures: list[Image.Image]
@@ -40,10 +41,11 @@ class TurnView:
     done: bool
     answer: str | None = None
     ending: str | None = None
+    author: str = "assistant"
 
     def markdown(self) -> str:
         text = self.assistant.replace("<", "&lt;").replace("\n", " ")
-        lines = [f"**turn {self.number}, assistant:** {text}  "]
+        lines = [f"**turn {self.number}, {self.author}:** {text}  "]
         if self.observation is not None:
             lines.append(f"> *{self.observation.replace('<', '&lt;')}* ({'ok' if self.ok else 'error'})  ")
         if self.done:
@@ -62,7 +64,7 @@ def scene_query(kind: str, seed: int, question: str = "") -> Query:
         video=list(scene.frames) if is_video else None,
         options=None if question else scene.options,
         answer=None if question else scene.answer,
-        meta={"kind": kind, "needs_op": scene.needs_op},
+        meta={"kind": kind, "needs_op": scene.needs_op, "scene_seed": seed},
     )
 
 
@@ -100,6 +102,26 @@ def load_demo_model(model_name_or_path: str, episode_config: EpisodeConfig, *, m
 
 
 GenerateTurn = Callable[[list[Trajectory]], list[tuple[str, int, bool]]]
+TEACHER = "teacher"  # as a model name: replay the template teacher's synthesized trajectory instead of a model
+TEACHER_AUTHOR = "teacher (synthesized trajectory, replayed)"
+
+
+def teacher_generator(query: Query, episode_config: EpisodeConfig) -> GenerateTurn:
+    """The assistant turns of the trajectory synthesis writes for `query`'s scene (a `scene_query`), one a step:
+    the stepper executes them through the episode like a model's, so a newcomer sees a real zoom with no trained
+    model at hand. A self-correction variant shows its wrong zoom first (a turn SFT masks). Scenes' own questions
+    only: the teacher's script answers the scene's question."""
+    kind, seed = query.meta.get("kind"), query.meta.get("scene_seed")
+    if seed is None or kind not in scenes.SCENE_BUILDERS:
+        raise ValueError("the teacher replays synthetic scenes only: pick a scene kind, not an upload")
+    scene = scenes.make_scene(kind, seed)
+    if query.question != scene.question:
+        raise ValueError("the teacher's trajectory answers the scene's own question: clear the question box")
+    from pxr import synth_run
+
+    result = synth_run.teacher_trajectory(scene, query.id, episode_config=episode_config)
+    texts = iter([t.text for t in result.turns if t.role == "assistant"])
+    return lambda batch: [(next(texts, ""), 0, False) for _ in batch]  # past the script: an empty turn ends it
 
 
 def model_generator(model, processor, rollout_config: RolloutConfig) -> GenerateTurn:
@@ -117,6 +139,7 @@ class EpisodeStepper:
     generate: GenerateTurn
     episode_config: EpisodeConfig = field(default_factory=EpisodeConfig)
     max_total_tokens: int = 4096
+    author: str = "assistant"  # whose turns these are, shown with each (TEACHER_AUTHOR for a replay)
     trajectory: Trajectory = field(init=False)
 
     def __post_init__(self):
@@ -148,6 +171,7 @@ class EpisodeStepper:
             done=episode.done,
             answer=episode.answer,
             ending=episode.ending,
+            author=self.author,
         )
 
     def run(self, max_turns: int = 12) -> list[TurnView]:
@@ -197,7 +221,7 @@ class DemoApp:
         self.upload = W.FileUpload(accept="image/*,video/*", multiple=False, description="image or video")
         self.question = W.Text(placeholder="your question (empty: the scene's own)", description="question")
         self.model_path = W.Text(
-            value=model_name_or_path, placeholder="empty: a tiny model built here", description="model"
+            value=model_name_or_path, placeholder="empty: a tiny model built here; teacher: replay", description="model"
         )
         self.prompt = W.Dropdown(
             options=list(protocol.PROMPT_VARIANTS), value=self.episode_config.prompt, description="prompt"
@@ -257,6 +281,14 @@ class DemoApp:
         if self.stepper is None or self.stepper.done:
             path = self.model_path.value.strip()
             episode_config = replace(self.episode_config, prompt=self.prompt.value)
+            if path == TEACHER:
+                generate = teacher_generator(self.query, episode_config)
+                self.stepper = EpisodeStepper(
+                    self.query, generate, episode_config, self.rollout_config.max_total_tokens, TEACHER_AUTHOR
+                )
+                self.views = []
+                self.output.clear_output()
+                return self.stepper
             if path not in self.models:
                 self.say(f"loading {path or 'a tiny model'} ...")
                 self.models[path] = self.loader(path, episode_config, model_size=self.model_size, seed=self.seed)

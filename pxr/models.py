@@ -67,7 +67,7 @@ MODEL_SIZES = {
         "vision": dict(depth=4, hidden_size=128, intermediate_size=384, num_heads=4, fullatt_block_indexes=[1, 3]),
         "vocab_size": 4096,
     },
-    "medium": {  # ~30M parameters: the toy reproduction on one GPU (params/*/toy_gpu.yaml)
+    "medium": {  # ~30M parameters: a larger toy model for a GPU
         "text": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
                      num_key_value_heads=4, mrope_section=[8, 12, 12]),
         "vision": dict(depth=6, hidden_size=256, intermediate_size=768, num_heads=4, fullatt_block_indexes=[2, 5]),

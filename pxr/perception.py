@@ -1,9 +1,13 @@
 """The perception base stage of the toy line (SPEC §6): what pretraining gives the paper's 7B model, a tiny model
-trained from scratch has to learn first. Single-turn questions with no op: read the digit in a crop around the
-target, count the shapes in a crop around them, answer a coarse question about the whole image, and say where the
-described target is (its box, in the format of a `zoom_in` call). A warm-up for that last one, `locate`, asks for the
-box of a flat square in the target's colour, larger than the target, alone on the scene's background: a tiny model
-from scratch does not learn to ground the toy scenes directly but does after it (outputs/LOG.md, 2026-11-24).
+trained from scratch has to learn first. Single-turn questions with no op:
+- `read`: the digit in a crop around the target, cut as `zoom_in` cuts it (the op path's evidence);
+- `peek`: the same question on the whole image at the query budget (the text path: how much of the digit the
+  overview gives away is the learning trap's knob, the query budget; with the toy's 168x112 it is close to nothing);
+- `coarse`: a question answerable from the whole image (the tile's colour);
+- `count`: the shapes in a crop around them (named-object scenes only).
+
+`scene_family` picks the scenes: "grid" (the toy line's main suite: tiles addressed by position words,
+`pxr.scene_grid`) or "named" (the older scenes whose target is named by colour and shape, `pxr.scene_images`).
 
 Every crop is what `zoom_in` returns for a box around the cue (`VisualEpisode` executes the call, so padding and
 budgets are the episode's), and the boxes are jittered wider than the cue, as a model's own zooms are. Examples
@@ -21,51 +25,56 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from pxr import protocol, scenes
+from pxr import protocol, scene_grid, scenes
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 
-TASKS = ("read", "count", "coarse", "ground", "locate")
-BOX_TASKS = ("ground", "locate")  # answered with a box, scored by IoU
+TASKS = ("read", "peek", "coarse", "count")
+SCENE_FAMILIES = ("grid", "named")
+# The scene kind each task draws, per family (count has no grid form: the main line dropped it).
+SCENE_KINDS = {
+    "grid": {"read": "tile_digit", "peek": "tile_digit", "coarse": "tile_colour"},
+    "named": {"read": "read", "peek": "read", "coarse": "coarse", "count": "count"},
+}
+CROP_TASKS = ("read", "count")  # shown a crop around the cue; the others see the whole image
 
 
 @dataclass(frozen=True)
 class PerceptionConfig:
     n_read: int = 1500  # read the digit in a crop around the target
-    n_count: int = 500  # count the named shapes in a crop around them
+    n_peek: int = 0  # the same question on the whole image (the text path)
     n_coarse: int = 300  # a coarse question on the whole image (as in synthesis)
-    n_ground: int = 700  # the target's box on the whole image, written as a zoom call writes it
-    n_locate: int = 0  # grounding warm-up: the box of a flat square in the target's colour (held out only if > 0)
-    locate_grow: float = 2.0  # the warm-up square's side, in target sides
-    ground_distractors: int = 7  # other shapes in a ground scene (read scenes' default; 0: the target alone)
-    ground_similarity: str = "mixed"  # ground distractors: "low" share neither colour nor shape with the target
-    ground_target_size: int = 0  # the target's side in ground and locate scenes, px; 0: target_size (a curriculum
-    # starts larger; read scenes keep target_size, so their other shapes still fit the canvas)
+    n_count: int = 0  # count the named shapes in a crop around them (named scenes only)
+    scene_family: str = "grid"  # grid (tiles addressed by position words) or named (targets named by colour and shape)
     crop_scale_max: float = 2.5  # crop boxes are the cue box grown by a factor in [1, this], placed at random
     box_decimals: int = 2  # as the trajectories write boxes
     perception_seed: int = 100  # suite seed of the training scenes; held-out scenes use seed + 1 (synthesis uses 0-2)
-    canvas_width: int = 1536  # the synthesis run's scene knobs
-    canvas_height: int = 1024
-    target_size: int = 28
+    canvas_width: int = 1500  # the synthesis run's scene knobs
+    canvas_height: int = 1000
+    target_size: int = 30  # the tiles' (or small shapes') side, px
+    items_per_scene: int = 1  # grid: questions about this many different tiles of one rendered scene (rendering a
+    # 1500x1000 scene takes ~0.1 s, cutting a crop ~1 ms: 12,000 crops from 500 scenes instead of 12,000 scenes)
     jpeg_quality: int = 95  # scenes go through JPEG as synthesis stores them; 0 keeps them lossless
 
     def __post_init__(self):
         if self.crop_scale_max < 1:
             raise ValueError(f"crop_scale_max must be >= 1, got {self.crop_scale_max}")
-        counts = (self.n_read, self.n_count, self.n_coarse, self.n_ground, self.n_locate, self.ground_distractors)
-        if min(counts) < 0 or self.ground_target_size < 0:
-            raise ValueError("item counts and ground_target_size must be >= 0")
-        if self.locate_grow < 1:
-            raise ValueError(f"locate_grow must be >= 1, got {self.locate_grow}")
-        if self.ground_similarity not in scenes.DISTRACTOR_SIMILARITIES:
+        if min(self.counts().values()) < 0:
+            raise ValueError("item counts must be >= 0")
+        if not 1 <= self.items_per_scene <= 24 or (self.items_per_scene > 1 and self.scene_family != "grid"):
             raise ValueError(
-                f"ground_similarity must be one of {', '.join(scenes.DISTRACTOR_SIMILARITIES)}; "
-                f"got {self.ground_similarity!r}"
+                f"items_per_scene must lie in [1, 24] (more than 1 for grid scenes only); got {self.items_per_scene}"
             )
+        if self.scene_family not in SCENE_FAMILIES:
+            raise ValueError(f"scene_family must be one of {', '.join(SCENE_FAMILIES)}; got {self.scene_family!r}")
+        missing = [t for t, n in self.counts().items() if n and t not in SCENE_KINDS[self.scene_family]]
+        if missing:
+            raise ValueError(f"{self.scene_family} scenes have no {', '.join(missing)} items; set n_{missing[0]}: 0")
 
     def counts(self) -> dict[str, int]:
         return {task: getattr(self, f"n_{task}") for task in TASKS}
@@ -78,18 +87,12 @@ class PerceptionItem:
     id: str
     task: str
     question: str
-    answer: str  # a digit, a count, a coarse answer, or the box as "[x1, y1, x2, y2]"
+    answer: str  # a digit, a count or a coarse answer
     image: Image.Image
-    cue_box: list[float] | None = None  # ground: the target's normalized box
-    other_boxes: list[list[float]] = field(default_factory=list)  # ground: the other shapes' normalized boxes
 
     def response(self) -> str:
         """The assistant turn the base model is trained on."""
         return f"\\boxed{{{self.answer}}}"
-
-
-def _scene_kind(task: str) -> str:
-    return {"read": "read", "ground": "read", "locate": "read", "count": "count", "coarse": "coarse"}[task]
 
 
 def _as_stored(image: Image.Image, quality: int) -> Image.Image:
@@ -134,73 +137,32 @@ def query_view(image: Image.Image, episode_config: EpisodeConfig) -> Image.Image
 
 
 def make_item(task: str, index: int, suite: int, config: PerceptionConfig, episode_config: EpisodeConfig):
-    """Item `index` of `task` from suite `suite`; None when the scene has nothing to point at."""
+    """Item `index` of `task` from suite `suite`; None when the scene has nothing to point at. Grid items
+    `index` of one task share a scene per `items_per_scene`, each asking about another tile."""
+    kind = SCENE_KINDS[config.scene_family][task]
     knobs = dict(width=config.canvas_width, height=config.canvas_height)
-    if task != "coarse":
-        knobs["target_size"] = (task in BOX_TASKS and config.ground_target_size) or config.target_size
-    if task in BOX_TASKS:  # the warm-up redraws the scene without its objects: render none it would not show
-        knobs["n_distractors"] = config.ground_distractors if task == "ground" else 0
-        if task == "ground":
-            knobs["distractor_similarity"] = config.ground_similarity
-    scene = scenes.make_scene(_scene_kind(task), scenes.suite_seed(suite, index), **knobs)
-    image = _as_stored(scene.image, config.jpeg_quality)
-    rng = random.Random(f"{suite}-{task}-{index}")
+    if kind != "coarse":  # the named coarse scene has one large shape of its own size
+        knobs["tile_size" if config.scene_family == "grid" else "target_size"] = config.target_size
+    per_scene = config.items_per_scene
+    scene, image = _stored_scene(kind, scenes.suite_seed(suite, index // per_scene), config.jpeg_quality, **knobs)
+    if per_scene > 1:
+        order = random.Random(f"{suite}-{kind}-{index // per_scene}").sample(scene.objects, per_scene)
+        scene = scene_grid.ask_tile(scene, *scene_grid.tile_position(scene, order[index % per_scene]))
     item_id = f"perception-{task}-{suite}-{index}"
-    if task == "coarse":
+    if task not in CROP_TASKS:
         return PerceptionItem(item_id, task, scene.question, scene.answer, query_view(image, episode_config))
-    cue = scene.cue_box_normalized
-    if cue is None:
+    if scene.cue_box_normalized is None:
         return None
-    if task in BOX_TASKS:
-        name = scene.objects[0].name
-        if task == "locate":
-            square, cue = flat_square(scene, config.locate_grow)
-            image, name = _as_stored(square, config.jpeg_quality), f"{scene.objects[0].colour} square"
-        box = [round(v, config.box_decimals) for v in cue]
-        answer = "[" + ", ".join(f"{v:.{config.box_decimals}f}" for v in box) + "]"
-        question = f"Where is the {name}? Give its box as [x1, y1, x2, y2]."
-        width, height = scene.image.size
-        others = [[o.box[0] / width, o.box[1] / height, o.box[2] / width, o.box[3] / height] for o in scene.objects[1:]]
-        return PerceptionItem(
-            item_id, task, question, answer, query_view(image, episode_config), cue_box=list(cue),
-            other_boxes=others if task == "ground" else [],
-        )  # fmt: skip
-    box = jittered_box(cue, rng, config.crop_scale_max, config.box_decimals)
+    rng = random.Random(f"{suite}-{task}-{index}")
+    box = jittered_box(scene.cue_box_normalized, rng, config.crop_scale_max, config.box_decimals)
     return PerceptionItem(item_id, task, scene.question, scene.answer, zoom_view(image, box, episode_config))
 
 
-def flat_square(
-    scene: scenes.Scene, grow: float, *, fill=None, background=None, with_others: bool = False
-) -> tuple[Image.Image, list[float]]:
-    """The grounding warm-up of a read scene: its target's box grown `grow` times about its centre (moved inward to
-    stay on the canvas), drawn as a flat square in the target's colour (or `fill`, RGB) on the scene's own mottled
-    background without any object (or a flat `background`, RGB). With `with_others`, the scene's other shapes are
-    drawn the same way in their own colours, under the target. Returns the image and the target square's normalized
-    box."""
-    width, height = scene.image.size
-    if background is None:
-        image = scenes.textured_background(width, height, scene.seed)
-    else:
-        image = Image.new("RGB", (width, height), tuple(background))
-    draw = ImageDraw.Draw(image)
-    others = scene.objects[1:] if with_others else []
-    target = scene.objects[0]
-    squares = [(o.colour, [o.box[0] / width, o.box[1] / height, o.box[2] / width, o.box[3] / height]) for o in others]
-    for index, (colour, box) in enumerate([*squares, (target.colour, scene.cue_box_normalized)]):
-        box = grown_box(box, grow)
-        is_target = index == len(squares)
-        rgb = tuple(fill) if fill is not None and is_target else scenes.COLOURS[colour]
-        draw.rectangle([box[0] * width, box[1] * height, box[2] * width - 1, box[3] * height - 1], fill=rgb)
-    return image, box
-
-
-def grown_box(box: list[float], grow: float) -> list[float]:
-    """`box` grown `grow` times about its centre, moved inward to stay in [0, 1]."""
-    x1, y1, x2, y2 = box
-    half_w, half_h = min(0.5, (x2 - x1) * grow / 2), min(0.5, (y2 - y1) * grow / 2)
-    centre_x = min(max((x1 + x2) / 2, half_w), 1 - half_w)
-    centre_y = min(max((y1 + y2) / 2, half_h), 1 - half_h)
-    return [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h]
+@lru_cache(maxsize=4)
+def _stored_scene(kind: str, seed: int, quality: int, **knobs):
+    """A scene and its image as synthesis stores it; consecutive items of one scene render it once."""
+    scene = scenes.make_scene(kind, seed, **knobs)
+    return scene, _as_stored(scene.image, quality)
 
 
 def _make_many(args):
@@ -225,11 +187,11 @@ def make_items(
 
     suite = config.perception_seed + (1 if held_out else 0)
     counts = config.counts()
-    if n is not None:  # the warm-up task is held out only in runs that train on it
-        counts = {task: n for task in TASKS if task != "locate" or config.n_locate}
+    if n is not None:  # every task the scene family has, trained on or not (peek is the text path's baseline)
+        counts = {task: n for task in TASKS if task in SCENE_KINDS[config.scene_family]}
     plan = [(task, i) for task, count in counts.items() for i in range(count)]
-    random.Random(suite).shuffle(plan)
-    chunks = [(plan[i : i + 50], suite, config, episode_config) for i in range(0, len(plan), 50)]
+    # In order, so that the items of one scene fall in one task (rendered once); shuffled afterwards.
+    chunks = [(plan[i : i + 48], suite, config, episode_config) for i in range(0, len(plan), 48)]
     bar = tqdm(total=len(plan), desc="perception items", disable=not progress)
     items: list[PerceptionItem] = []
     with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
@@ -237,6 +199,7 @@ def make_items(
             items += [item for item in made if item is not None]
             bar.update(len(made))
     bar.close()
+    random.Random(suite).shuffle(items)  # tasks interleaved
     return items
 
 
@@ -267,65 +230,26 @@ def as_query(item: PerceptionItem):
         question=item.question,
         images=[item.image],
         answer=item.answer,
-        meta={"kind": item.task, "cue_box": item.cue_box},
+        meta={"kind": item.task},
     )
 
 
-def parse_box(text: str | None) -> list[float] | None:
-    """A box written as "[x1, y1, x2, y2]"; None when it is not one."""
-    if not text:
-        return None
-    parts = text.strip().strip("[]").split(",")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        return None
-    return values if len(values) == 4 and values[0] < values[2] and values[1] < values[3] else None
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def score(items: list[PerceptionItem], answers: list[str | None]) -> dict[str, float]:
-    """Per task: accuracy (read, count, coarse; exact answer) and, for ground and locate, mean IoU with the target
-    and the share of boxes that contain its centre; for ground, also the share that contain another shape's centre
-    and not the target's (a wrong shape picked, against a box that points at nothing). Also the share answered."""
+    """Per task: accuracy (exact answer) and the share answered."""
     per_task: dict[str, list] = {}
     for item, answer in zip(items, answers, strict=True):
         per_task.setdefault(item.task, []).append((item, answer))
     result: dict[str, float] = {}
     for task, pairs in sorted(per_task.items()):
         result[f"{task}_answered"] = sum(a is not None for _, a in pairs) / len(pairs)
-        if task in BOX_TASKS:
-            boxes = [(item.cue_box, parse_box(a)) for item, a in pairs]
-            result[f"{task}_iou"] = sum(iou(c, b) for c, b in boxes if b) / len(boxes)
-            hits = [bool(b) and _contains_centre(b, c) for c, b in boxes]
-            result[f"{task}_hits_centre"] = sum(hits) / len(boxes)
-            if task == "ground":
-                result["ground_hits_other"] = sum(
-                    not hit and bool(b) and any(_contains_centre(b, o) for o in item.other_boxes)
-                    for (item, _), (_, b), hit in zip(pairs, boxes, hits, strict=True)
-                ) / len(boxes)
-        else:
-            result[f"{task}_accuracy"] = sum(a is not None and a.strip() == item.answer for item, a in pairs) / len(
-                pairs
-            )
+        result[f"{task}_accuracy"] = sum(a is not None and a.strip() == item.answer for item, a in pairs) / len(pairs)
     return result
-
-
-def _contains_centre(box: list[float], target: list[float]) -> bool:
-    return box[0] <= (target[0] + target[2]) / 2 <= box[2] and box[1] <= (target[1] + target[3]) / 2 <= box[3]
 
 
 def chance(items: list[PerceptionItem]) -> dict[str, float]:
     """Accuracy of always giving each task's most common answer in `items` (the floor a reader must beat)."""
     result = {}
-    for task in sorted({i.task for i in items} - set(BOX_TASKS)):
+    for task in sorted({i.task for i in items}):
         answers = [i.answer for i in items if i.task == task]
         result[f"{task}_majority"] = max(answers.count(a) for a in set(answers)) / len(answers)
     return result

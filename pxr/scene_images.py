@@ -227,6 +227,10 @@ def make_coarse_scene(
     )
 
 
+# Kinds whose answer is the digit on objects[0], read through a zoom on the cue box.
+DIGIT_KINDS: tuple[str, ...] = ("read", "tile_digit")
+
+
 @dataclass(frozen=True)
 class DetailReadability:
     """How tall a read scene's digit is, in pixels of ink height: in the source, as the model sees the whole image
@@ -254,15 +258,17 @@ def detail_readability(
     crop_min_pixels: int = EpisodeConfig.crop_min_pixels,
     factor: int = ops.QWEN25_PATCH_FACTOR,
 ) -> DetailReadability:
-    """The check that a read scene's digit is unreadable at the query budget and readable after zooming.
+    """The check that a read (or tile_digit) scene's digit is unreadable at the query budget and readable after zooming.
 
     Scales the digit's source ink height by the resize the model's input goes through (`ops.budget_size`): the
     whole image into the query budget, and the crop of the cue box (`ops.padded_crop_box` with `padding`, as
     `zoom_in` cuts it) into the crop budget. Defaults are `EpisodeConfig`'s.
     """
     digit_box = scene.objects[0].digit_box if scene.objects else []
-    if scene.kind != "read" or not digit_box or scene.cue_box_normalized is None:
-        raise ValueError(f"detail_readability needs a 'read' scene with a digit; got kind {scene.kind!r}")
+    if scene.kind not in DIGIT_KINDS or not digit_box or scene.cue_box_normalized is None:
+        raise ValueError(
+            f"detail_readability needs a scene whose answer is a digit ({', '.join(DIGIT_KINDS)}); got kind {scene.kind!r}"
+        )
     source_px = digit_box[3] - digit_box[1]
     width, height = scene.image.size
     query_size = ops.budget_size(width, height, min_pixels=image_min_pixels, max_pixels=image_max_pixels, factor=factor)

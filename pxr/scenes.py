@@ -7,7 +7,10 @@ Image kinds, each a builder in `SCENE_BUILDERS` under the `kind` it writes into 
 - `count` (`make_count_scene`): how many small shapes of a named colour and shape there are (TallyQA-like).
 - `coarse` (`make_coarse_scene`): the colour, shape or side of one large shape; answerable without any op
   (`needs_op` False), so that adaptive op use can be learned and measured.
-Builders live in `pxr/scene_images.py` and `pxr/scene_videos.py`, primitives and types in `pxr/scene_draw.py`; this
+- `tile_digit`, `tile_colour` (`pxr.scene_grid`): a grid of small tiles addressed by position words ("the tile in
+  row 3, column 5"); the digit needs a zoom, the colour does not. The toy line's main suite: the box follows from
+  the question's words, the evidence is in the crop's pixels.
+Builders live in `pxr/scene_images.py`, `pxr/scene_grid.py` and `pxr/scene_videos.py`, primitives and types in `pxr/scene_draw.py`; this
 module is the entry point: the registry, `make_scene` and the suites.
 
 Every builder is a pure function of its seed and keyword knobs: canvas `width`/`height`, `target_size`,
@@ -19,7 +22,7 @@ scored against it.
 New question kinds reuse `textured_background`, `place_boxes`, `draw_object`, `pick_distractor_kinds` and
 `multiple_choice_options`, and register their builder in `SCENE_BUILDERS` under the `kind` they write.
 
-Tests: tests/test_scenes.py, tests/test_scene_videos.py.
+Tests: tests/test_scenes.py, tests/test_scene_grid.py, tests/test_scene_videos.py.
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ from pxr.scene_draw import (  # noqa: F401
     textured_background,
     union_box,
 )
+from pxr.scene_grid import GRID_KINDS, make_tile_colour_scene, make_tile_digit_scene  # noqa: F401
 from pxr.scene_images import (  # noqa: F401
     COARSE_QUESTIONS,
+    DIGIT_KINDS,
     QUADRANTS,
     DetailReadability,
     detail_readability,
@@ -68,6 +73,8 @@ SCENE_BUILDERS: dict[str, Callable[..., Scene | VideoScene]] = {
     "read": make_zoom_scene,
     "count": make_count_scene,
     "coarse": make_coarse_scene,
+    "tile_digit": make_tile_digit_scene,
+    "tile_colour": make_tile_colour_scene,
     "flash": make_flash_video,
     "colour_change": make_colour_change_video,
 }

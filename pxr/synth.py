@@ -6,9 +6,10 @@ A trajectory is `[analysis of the whole input] → [op on the reference cue] →
 answer. Every op runs through `VisualEpisode`, so the observation text and images are exactly those the model
 meets in RL, evaluation and the demo. Self-correction variants execute the wrong op for real, follow it with a
 reflective sentence, and mark that turn `trainable: false` (the paper masks erroneous ops; the released code's
-"last two assistant turns" rule is not copied). A trajectory whose correct op does not contain the cue is rejected.
-Boxes are written in the model family's convention (`pxr.families`: pixels of the image as shown for Qwen2.5-VL,
-0-1000 for Qwen3-VL).
+"last two assistant turns" rule is not copied). A wrong crop is a seed item's decoy where it has some (a tile one row
+or column off, in grid scenes), else a random box away from the cue. A trajectory whose correct op does not contain
+the cue is rejected. Boxes are written in the model family's convention (`pxr.families`: pixels of the image as
+shown for Qwen2.5-VL, 0-1000 for Qwen3-VL), rounded outwards so that the written box still holds the cue.
 
 Tests: tests/test_synth.py.
 """
@@ -190,6 +191,13 @@ def _zoom_call(box, episode: VisualEpisode, target: int = 1) -> str:
     return protocol.tool_call_text("zoom_in", {"bbox_2d": written, "target_image": target})
 
 
+def decoy_box(decoys: list[list[float]], cues: list[list[float]], rng: random.Random, *, padding: float, avoid=()):
+    """One of `decoys` (normalized boxes of plausible wrong places, e.g. the tile one row off) whose padded crop
+    misses every cue box and which is not in `avoid`; None when none is left (then `wrong_box` draws one)."""
+    usable = [d for d in decoys if not any(_overlaps(_grown(d, padding), c) for c in cues) and d not in avoid]
+    return rng.choice(usable) if usable else None
+
+
 def _normalized(boxes: list[list[float]], size: tuple[int, int]) -> list[float]:
     x1, y1, x2, y2 = union_box(boxes)
     return [x1 / size[0], y1 / size[1], x2 / size[0], y2 / size[1]]
@@ -241,13 +249,15 @@ def build_trajectory(
         padding = episode_config.zoom_padding
         bridge = _sentence(rng.choice(ZOOM_BRIDGES), cue_name)
         lead = f"{analysis.whole.strip()} {bridge}\n"
+        decoys = [[b[0] / width, b[1] / height, b[2] / width, b[3] / height] for b in item.meta.get("decoy_boxes", [])]
         if variant in ("wrong_crop", "two_wrong"):
-            first = wrong_box(cues, rng, padding=padding)
+            first = decoy_box(decoys, cues, rng, padding=padding) or wrong_box(cues, rng, padding=padding)
             build.call(lead + _zoom_call(first, episode), trainable=False)
             reflection = rng.choice(WRONG_CROP_REFLECTIONS)
             lead = _sentence(reflection, cue_name) + "\n"
             if variant == "two_wrong":  # the second reflection is worded differently from the first
-                second = wrong_box(cues, rng, padding=padding, avoid=[first])
+                second = decoy_box(decoys, cues, rng, padding=padding, avoid=[first])
+                second = second or wrong_box(cues, rng, padding=padding, avoid=[first])
                 build.call(lead + _zoom_call(second, episode), trainable=False)
                 other = WRONG_CROP_REFLECTIONS[1 - WRONG_CROP_REFLECTIONS.index(reflection)]
                 lead = _sentence(other, cue_name) + "\n"

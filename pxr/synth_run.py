@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pxr import data, protocol, scenes, synth
+from pxr import data, protocol, scene_grid, scenes, synth
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
@@ -100,13 +100,71 @@ def _scene_facts(scene) -> tuple[str, dict]:
         cue = f"frames {first}-{last}" if last > first else f"frame {first}"
         return cue, {"background": "drifting stripes", "target": cue}
     target = scene.objects[0]
-    name = f"the {target.name}" + ("s" if scene.kind == "count" else "")
-    facts = {"target": name, "objects": [o.name for o in scene.objects[:6]]}
+    if scene.kind in scenes.GRID_KINDS:  # named by its place; listing the other tiles would say nothing useful
+        name = scene_grid.tile_name(*scene_grid.tile_position(scene))
+        facts = {"target": name}
+    else:
+        name = f"the {target.name}" + ("s" if scene.kind == "count" else "")
+        facts = {"target": name, "objects": [o.name for o in scene.objects[:6]]}
     if scene.cue_box is not None:
         facts["position"] = _position(scene.cue_box, scene.image.size)
-    if scene.kind == "read":
+    if scene.kind in scenes.DIGIT_KINDS:
         facts["digit"] = target.digit
     return name, facts
+
+
+def _item_fields(scene, item_id: str) -> dict:
+    """A seed item's fields other than its media: question, answer, the cue's name and the teacher's facts."""
+    cue_name, facts = _scene_facts(scene)
+    fields = dict(
+        id=item_id,
+        question=scene.question,
+        answer=scene.answer,
+        kind=scene.kind,
+        options=scene.options,
+        needs_op=scene.needs_op,
+        source="synthetic",
+        meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
+    )
+    if scene.kind in scenes.GRID_KINDS:  # the plausible wrong zooms: a tile one row or column off
+        fields["meta"]["decoy_boxes"] = scene_grid.neighbour_boxes(scene)
+    return fields
+
+
+def teacher_trajectory(
+    scene,
+    item_id: str,
+    *,
+    episode_config: EpisodeConfig,
+    synth_config: synth.SynthConfig | None = None,
+    teacher=None,
+    variant: str | None = None,
+) -> synth.SynthResult:
+    """The trajectory synthesis writes for an in-memory scene (image or video): the teacher's analyses (default the
+    offline template teacher), the ops executed through the episode, the variant drawn from the item id unless
+    given. What the demo replays when there is no trained model. Raises `synth.SynthRejected` or ValueError (the
+    teacher failed) with the reason."""
+    synth_config = synth_config or synth.SynthConfig()
+    fields = _item_fields(scene, item_id)
+    if isinstance(scene, scenes.VideoScene):
+        inputs = list(scene.frames)
+        item = data.SeedItem(**fields, images=None, video=[f"frame-{k}" for k in range(1, len(inputs) + 1)],
+                             cue_boxes=None, cue_frames=scene.cue_frames)  # fmt: skip
+    else:
+        inputs = [scene.image]
+        item = data.SeedItem(**fields, images=["image-1"], video=None, cue_boxes=scene.cue_boxes or None,
+                             cue_frames=None)  # fmt: skip
+    needs_op = item.needs_op and bool(item.cue_boxes or item.cue_frames)
+    variant = variant or synth.choose_variant(
+        item.id, is_video=bool(item.video), needs_op=needs_op, config=synth_config
+    )
+    mode = "direct" if variant == synth.TEXT_VARIANT else "op"
+    (analysis,) = (teacher or TemplateTeacher(seed=synth_config.seed)).analyse([_request(item, inputs, mode, [])])
+    if isinstance(analysis, TeacherFailure):
+        raise ValueError(f"the teacher failed on {item_id}: {analysis.reason}")
+    return synth.build_trajectory(
+        item, inputs, analysis, variant=variant, synth_config=synth_config, episode_config=episode_config
+    )
 
 
 def _save(image: Image.Image, path: Path, quality: int) -> None:
@@ -122,17 +180,7 @@ def _seed_item(kind: str, index: int, seed: int, out_dir: Path, split: str, jpeg
     scene = scenes.make_scene(kind, scenes.suite_seed(seed, index), **knobs)
     folder = out_dir / "seeds" / split
     item_id = f"{split}-{kind}-{index:05d}"
-    cue_name, facts = _scene_facts(scene)
-    common = dict(
-        id=item_id,
-        question=scene.question,
-        answer=scene.answer,
-        kind=kind,
-        options=scene.options,
-        needs_op=scene.needs_op,
-        source="synthetic",
-        meta={"cue_name": cue_name, "facts": facts, "answer_text": scene.answer_text, "scene_seed": scene.seed},
-    )
+    common = _item_fields(scene, item_id)
     if isinstance(scene, scenes.VideoScene):
         frames = []
         for k, frame in enumerate(scene.frames, start=1):

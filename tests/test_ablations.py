@@ -223,3 +223,33 @@ def test_notebook_builds_the_table_and_figure_from_a_fake_outputs_tree(outputs, 
     assert "| RL without curiosity | toy_no_curiosity | 30_train_rl |" in table and "Missing rows" not in table
     assert (out / "learning_trap.jpg").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["runs_rl_without_self_correction_data"] == 1
+
+
+def test_trap_map_has_a_panel_per_knob_value_and_a_colour_per_arm(tmp_path):
+    root = tmp_path / "outputs"
+    for knob, budget in (("k0", 18816), ("k1", 42336)):
+        for alpha in (0.0, 0.5):
+            for seed in (0, 1):
+                params = {
+                    "image_max_pixels": budget,
+                    "curiosity_coef": alpha,
+                    "curiosity_target_rate": 0.3,
+                    "seed": seed,
+                }
+                make_run(root, "30_train_rl", f"trap_{knob}_a{alpha:g}_s{seed}", {}, params, steps=rl_steps([0.3, 0.1]))
+    make_run(root, "30_train_rl", "toy", {}, {"image_max_pixels": 18816}, steps=rl_steps([0.5]))  # not in the map
+    runs, _ = A.collect_runs(root)
+    fig = A.trap_map_figure(runs)
+    assert [ax.get_title() for ax in fig.axes] == ["query budget 18816 px", "query budget 42336 px"]
+    first = fig.axes[0]
+    solid = [line for line in first.get_lines() if line.get_linestyle() == "-"]
+    assert sorted(line.get_label() for line in solid) == [
+        "trap_k0_a0.5_s0",
+        "trap_k0_a0.5_s1",
+        "trap_k0_a0_s0",
+        "trap_k0_a0_s1",
+    ]
+    assert {line.get_label(): line.get_color() for line in solid}["trap_k0_a0_s0"] == "C0"
+    assert {line.get_label(): line.get_color() for line in solid}["trap_k0_a0.5_s1"] == "C1"
+    assert sorted(line.get_ydata()[0] for line in first.get_lines() if line.get_linestyle() == ":") == [0.15, 0.3]
+    assert A.trap_map_figure([r for r in runs if r.run == "toy"]) is None

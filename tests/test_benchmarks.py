@@ -128,6 +128,7 @@ def test_pxr_rl_query_records_read_with_pixel_cue_boxes(root):
 def test_benchmark_specific_instruction_and_scorers():
     assert set(BENCHMARKS) >= {
         "synthetic-zoom",
+        "synthetic-zoom-named",
         "synthetic-video",
         "vstar",
         "tallyqa-complex",
@@ -152,12 +153,17 @@ def test_benchmark_specific_instruction_and_scorers():
 
 
 def test_synthetic_suites_are_held_out_and_carry_their_cues(tmp_path):
-    queries, report = load_benchmark("synthetic-zoom", out_dir=tmp_path, n_per_kind=1)
+    queries, report = load_benchmark("synthetic-zoom-named", out_dir=tmp_path, n_per_kind=1)
     assert [q.meta["kind"] for q in queries] == ["read", "count", "coarse"] and report.n_skipped == 0
     assert [q.meta["scene_seed"] for q in queries] == [scenes.suite_seed(2, 0)] * 3  # suite 2: neither 0 nor 1
     read = queries[0]
     assert read.meta["needs_op"] is True and all(0 <= v <= 1 for v in read.meta["cue_box"])
     assert queries[2].meta["needs_op"] is False
+    # The main suite is the tile grid; a run's held-out split holding both families gives each benchmark its own.
+    grid, _ = load_benchmark("synthetic-zoom", out_dir=tmp_path / "grid", n_per_kind=1)
+    assert [q.meta["kind"] for q in grid] == ["tile_digit", "tile_colour"]
+    assert grid[0].meta["needs_op"] is True and grid[1].meta["needs_op"] is False
+    assert "row" in grid[0].question and grid[0].meta["cue_box"][2] - grid[0].meta["cue_box"][0] < 0.05
     videos, _ = load_benchmark("synthetic-video", out_dir=tmp_path, n_per_kind=1, max_items=1)
     assert len(videos) == 1 and videos[0].meta["cue_frames"] and len(videos[0].video) == 16
 

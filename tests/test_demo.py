@@ -127,3 +127,29 @@ def test_tiny_model_steps_for_real(tmp_path, monkeypatch):
     stepper = demo.EpisodeStepper(demo.scene_query("read", 0), demo.model_generator(model, processor, rollout_config))
     view = stepper.step()
     assert view.number == 1 and stepper.trajectory.generated_tokens > 0 and view.pictures
+
+
+def test_with_no_model_the_teacher_trajectory_is_replayed_through_the_episode_and_labelled():
+    config = EpisodeConfig(image_max_pixels=168 * 112, crop_min_pixels=112 * 112, crop_max_pixels=112 * 112,
+                           zoom_padding=0.0)  # fmt: skip
+    query = demo.scene_query("tile_digit", 5)
+    stepper = demo.EpisodeStepper(query, demo.teacher_generator(query, config), config, 4096, demo.TEACHER_AUTHOR)
+    views = stepper.run(8)
+    assert views[-1].done and views[-1].ending == "answer" and views[-1].answer == query.answer
+    assert all(v.ok for v in views[:-1]) and len(views) >= 2  # every zoom ran, then the answer
+    assert all(f"**turn {v.number}, {demo.TEACHER_AUTHOR}:**" in v.markdown() for v in views)
+    # The last zoom is on the asked tile: the crop the episode cut is exactly its box.
+    tile = stepper.trajectory.episode.entries[-1].root_box
+    from pxr import scenes
+
+    assert list(tile) == scenes.make_scene("tile_digit", 5).cue_box
+    with pytest.raises(ValueError, match="scene's own question"):
+        demo.teacher_generator(demo.scene_query("tile_digit", 5, "What is this?"), config)
+
+
+def test_the_app_replays_the_teacher_when_the_model_is_named_teacher(app):
+    app.model_path.value = demo.TEACHER
+    app.kind.value = "tile_digit"
+    app.on_new_scene()
+    views = app.on_run()
+    assert views and views[-1].done and views[0].author == demo.TEACHER_AUTHOR

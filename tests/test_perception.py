@@ -1,17 +1,21 @@
-"""pxr.perception: the toy line's base-stage items (crops as zoom_in cuts them, boxes, disjoint seeds), their SFT
-examples and loss mask, and the held-out scoring."""
+"""pxr.perception: the toy line's base-stage items (crops as zoom_in cuts them, the whole image for the text path,
+disjoint seeds), their SFT examples and loss mask, and the held-out scoring."""
 
 import random
+import re
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from pxr import models, perception, scenes, sft
-from pxr.config import TILE, EpisodeConfig
+from pxr.config import EpisodeConfig
 
-TOY_EPISODE = EpisodeConfig(zoom_padding=0.01, crop_min_pixels=64 * TILE)
-SMALL = perception.PerceptionConfig(n_read=3, n_count=2, n_coarse=2, n_ground=2, n_locate=2)
+# The toy episode: the whole image at 168x112, zooms without padding into a 112x112 crop.
+TOY_EPISODE = EpisodeConfig(image_max_pixels=168 * 112, zoom_padding=0.0, crop_min_pixels=112 * 112,
+                            crop_max_pixels=112 * 112)  # fmt: skip
+SMALL = perception.PerceptionConfig(n_read=3, n_peek=2, n_coarse=2, crop_scale_max=1.3)
+NAMED = perception.PerceptionConfig(n_read=2, n_peek=1, n_coarse=1, n_count=2, scene_family="named",
+                                    canvas_width=1536, canvas_height=1024, target_size=28)  # fmt: skip
 
 
 def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
@@ -29,112 +33,44 @@ def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
     assert edge[0] == 0.0 and edge[3] == 1.0
 
 
-def test_a_read_crop_is_what_zoom_in_shows_and_is_enlarged_to_the_crop_budget():
+def test_a_read_crop_is_the_tile_as_zoom_in_cuts_it_enlarged_to_the_crop_budget():
     item = perception.make_item("read", 0, 100, SMALL, TOY_EPISODE)
-    scene = scenes.make_scene("read", scenes.suite_seed(100, 0), width=1536, height=1024, target_size=28)
+    scene = scenes.make_scene("tile_digit", scenes.suite_seed(100, 0), width=1500, height=1000, tile_size=30)
     assert item.answer == scene.answer and item.question == scene.question
-    width, height = item.image.size
-    assert width * height >= TOY_EPISODE.crop_min_pixels and width % 28 == 0 and height % 28 == 0
-    # with the paper's padding the same crop is several times wider: the digit is a small part of it
-    paper = perception.make_item("read", 0, 100, SMALL, EpisodeConfig())
-    assert paper.image.size[0] > width
+    width, height = item.image.size  # a jittered box of at most 1.3 tiles, enlarged to the crop budget
+    assert width * height >= TOY_EPISODE.crop_min_pixels and width % 28 == 0 and height % 28 == 0 and width <= 168
+    # The tile's colour fills much of the crop: the crop is on the asked tile.
+    pixels = [item.image.getpixel((x, y)) for x in range(0, width, 4) for y in range(0, height, 4)]
+    fill = scenes.COLOURS[scene.objects[0].colour]
+    assert sum(max(abs(a - b) for a, b in zip(p, fill, strict=True)) < 40 for p in pixels) / len(pixels) > 0.3
 
 
-def test_ground_items_answer_with_the_targets_box_and_coarse_items_show_the_whole_image():
-    ground = perception.make_item("ground", 1, 100, SMALL, TOY_EPISODE)
-    box = perception.parse_box(ground.answer)
-    assert box is not None and perception.iou(box, ground.cue_box) > 0.5
-    assert "Where is the" in ground.question and ground.response() == f"\\boxed{{{ground.answer}}}"
-    coarse = perception.make_item("coarse", 0, 100, SMALL, TOY_EPISODE)
-    assert (
-        coarse.image.size
-        == perception.query_view(
-            scenes.make_scene("coarse", scenes.suite_seed(100, 0), width=1536, height=1024).image, TOY_EPISODE
-        ).size
-    )
+def test_peek_and_coarse_items_show_the_whole_image_at_the_query_budget():
+    peek = perception.make_item("peek", 1, 100, SMALL, TOY_EPISODE)
+    read = perception.make_item("read", 1, 100, SMALL, TOY_EPISODE)
+    coarse = perception.make_item("coarse", 1, 100, SMALL, TOY_EPISODE)
+    assert peek.image.size == coarse.image.size == (168, 112)
+    assert (peek.question, peek.answer) == (read.question, read.answer)  # the same question, no crop
+    assert coarse.question.startswith("What colour is the tile in row ") and coarse.answer in scenes.COLOURS
 
 
-def test_locate_items_ask_for_a_flat_square_in_the_targets_colour_twice_its_side():
-    config = replace(SMALL, jpeg_quality=0)
-    item = perception.make_item("locate", 3, 100, config, TOY_EPISODE)
-    scene = scenes.make_scene("read", scenes.suite_seed(100, 3), width=1536, height=1024, target_size=28)
-    target = scene.objects[0]
-    assert item.question.startswith(f"Where is the {target.colour} square?")
-    box, cue = perception.parse_box(item.answer), scene.cue_box_normalized
-    assert box == pytest.approx(item.cue_box, abs=0.006)
-    assert box[2] - box[0] == pytest.approx(2 * (cue[2] - cue[0]), abs=0.011)
-    width, height = item.image.size
-    inside = item.image.getpixel((int((box[0] + box[2]) / 2 * width), int((box[1] + box[3]) / 2 * height)))
-    assert inside == scenes.COLOURS[target.colour]
-    outside = item.image.getpixel((int(box[2] * width) + 3 if box[2] < 0.9 else int(box[0] * width) - 3, 5))
-    assert all(150 <= level <= 235 for level in outside)  # the scenes' light background, no other object
-    # a target at the edge: the grown square moves inward and stays on the canvas
-    edge, edge_box = perception.flat_square(replace(scene, cue_box_normalized=[0.0, 0.97, 0.02, 1.0]), 2.0)
-    assert edge_box[0] == 0.0 and edge_box[3] == 1.0 and edge_box[2] == pytest.approx(0.04)
-    with pytest.raises(ValueError, match="locate_grow"):
-        perception.PerceptionConfig(locate_grow=0.5)
-
-
-def test_flat_square_with_others_draws_every_shape_as_a_square_in_its_colour():
-    scene = scenes.make_scene("read", 7, width=448, height=320, n_distractors=1, distractor_similarity="low")
-    image, box = perception.flat_square(scene, 2.0, with_others=True)
-    alone, _ = perception.flat_square(scene, 2.0)
-    other = perception.grown_box([v / s for v, s in zip(scene.objects[1].box, (448, 320, 448, 320), strict=True)], 2.0)
-
-    def centre(b, img):
-        return img.getpixel((int((b[0] + b[2]) / 2 * 448), int((b[1] + b[3]) / 2 * 320)))
-
-    assert centre(box, image) == scenes.COLOURS[scene.objects[0].colour]
-    assert centre(other, image) == scenes.COLOURS[scene.objects[1].colour] != centre(other, alone)
-
-
-def test_ground_distractors_sets_how_many_other_shapes_a_ground_scene_has():
-    alone = perception.make_item("ground", 1, 100, replace(SMALL, ground_distractors=0, jpeg_quality=0), TOY_EPISODE)
-    crowded = perception.make_item("ground", 1, 100, replace(SMALL, jpeg_quality=0), TOY_EPISODE)
-    assert alone.question.startswith("Where is the") and perception.parse_box(alone.answer) is not None
-    assert alone.other_boxes == [] and len(crowded.other_boxes) == SMALL.ground_distractors == 7
-    assert all(perception.iou(crowded.cue_box, box) == 0 for box in crowded.other_boxes)  # shapes do not overlap
-
-    def coloured(image):  # pixels far from the grey background: the shapes'
-        pixels = np.asarray(image, dtype=int)
-        return int((pixels.max(axis=-1) - pixels.min(axis=-1) > 60).sum())
-
-    assert 0 < 3 * coloured(alone.image) < coloured(crowded.image)
-
-
-def test_ground_similarity_decides_whether_a_distractor_shares_the_targets_colour():
-    def target_coloured(similarity):  # pixels of the named target's colour: the target's, and a twin's if any
-        config = replace(SMALL, ground_distractors=2, ground_similarity=similarity, jpeg_quality=0)
-        item = perception.make_item("ground", 3, 100, config, EpisodeConfig(image_max_pixels=10**6))
-        colour = np.array(scenes.COLOURS[item.question.split()[3]])
-        return int((np.abs(np.asarray(item.image, dtype=int) - colour).sum(axis=-1) < 30).sum())
-
-    # "high" (and the read scenes' "mixed"): the first distractor shares the target's colour; "low": none does
-    assert target_coloured("high") > 1.5 * target_coloured("low") > 0
-    with pytest.raises(ValueError, match="ground_similarity"):
-        perception.PerceptionConfig(ground_similarity="some")
-
-
-def test_ground_target_size_enlarges_the_target_of_box_tasks_only():
-    config = replace(SMALL, canvas_width=448, canvas_height=320, ground_distractors=0, ground_target_size=56)
-    usual = perception.make_item("ground", 2, 100, replace(config, ground_target_size=0), TOY_EPISODE)
-    large = perception.make_item("ground", 2, 100, config, TOY_EPISODE)
-    assert large.cue_box[2] - large.cue_box[0] == pytest.approx(2 * (usual.cue_box[2] - usual.cue_box[0]), rel=0.1)
-    # read scenes keep target_size: their 7 other shapes would not fit the canvas at 56 px
-    read = perception.make_item("read", 2, 100, config, TOY_EPISODE)
-    usual_read = perception.make_item("read", 2, 100, replace(config, ground_target_size=0), TOY_EPISODE)
-    assert read.image.tobytes() == usual_read.image.tobytes()
-    with pytest.raises(ValueError, match="ground_target_size"):
-        perception.PerceptionConfig(ground_target_size=-1)
+def test_named_scenes_keep_the_older_tasks_and_grid_scenes_refuse_count():
+    items = perception.make_items(NAMED, EpisodeConfig(zoom_padding=0.01), held_out=True, n=1, progress=False)
+    assert {i.task for i in items} == set(perception.TASKS)
+    assert next(i for i in items if i.task == "read").question.startswith("What digit is written inside the ")
+    with pytest.raises(ValueError, match="no count items"):
+        perception.PerceptionConfig(n_count=1)
+    with pytest.raises(ValueError, match="scene_family"):
+        perception.PerceptionConfig(scene_family="maze")
 
 
 def test_held_out_items_come_from_another_suite_than_training():
     train = perception.make_items(SMALL, TOY_EPISODE, progress=False)
     held = perception.make_items(SMALL, TOY_EPISODE, held_out=True, n=2, progress=False)
-    assert {i.task for i in train} == {i.task for i in held} == set(perception.TASKS)
-    # the warm-up task is held out only in runs that train on it
-    without = perception.make_items(replace(SMALL, n_locate=0), TOY_EPISODE, held_out=True, n=1, progress=False)
-    assert {i.task for i in without} == set(perception.TASKS) - {"locate"}
+    assert {i.task for i in train} == {i.task for i in held} == {"read", "peek", "coarse"}
+    # the text path is held out even where the base does not train on it: it is the text control's baseline
+    without = perception.make_items(replace(SMALL, n_peek=0), TOY_EPISODE, held_out=True, n=1, progress=False)
+    assert {i.task for i in without} == {"read", "peek", "coarse"}
     assert all(f"-{SMALL.perception_seed}-" in i.id for i in train)
     assert all(f"-{SMALL.perception_seed + 1}-" in i.id for i in held)
     parallel = perception.make_items(SMALL, TOY_EPISODE, workers=2, progress=False)
@@ -152,35 +88,37 @@ def test_the_sft_example_trains_only_the_answer(tmp_path):
     assert learned.startswith(item.response()) and "<tool_call>" not in processor.tokenizer.decode(tokens["input_ids"])
     assert int(tokens["image_grid_thw"].prod()) // 4 == (item.image.size[0] // 28) * (item.image.size[1] // 28)
     assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]) == item.answer
-    ground = perception.make_item("ground", 0, 100, SMALL, TOY_EPISODE)
-    tokens = sft.tokenize_example(processor, perception.sft_example(ground), with_answer_mask=True)
-    assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]).strip() == ground.answer
+    coarse = perception.make_item("coarse", 0, 100, SMALL, TOY_EPISODE)
+    tokens = sft.tokenize_example(processor, perception.sft_example(coarse), with_answer_mask=True)
+    assert processor.tokenizer.decode(tokens["input_ids"][tokens["answer_mask"]]).strip() == coarse.answer
 
 
-def test_scoring_counts_exact_answers_boxes_and_unanswered_items():
+def test_scoring_counts_exact_answers_and_unanswered_items():
     items = [
         perception.PerceptionItem("a", "read", "q", "7", None),
         perception.PerceptionItem("b", "read", "q", "3", None),
-        perception.PerceptionItem("c", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
-        perception.PerceptionItem("d", "ground", "q", "[0.10, 0.10, 0.20, 0.20]", None, cue_box=[0.1, 0.1, 0.2, 0.2]),
-        perception.PerceptionItem("e", "locate", "q", "[0.10, 0.10, 0.30, 0.30]", None, cue_box=[0.1, 0.1, 0.3, 0.3]),
-        perception.PerceptionItem(
-            "f",
-            "ground",
-            "q",
-            "[0.10, 0.10, 0.20, 0.20]",
-            None,
-            cue_box=[0.1, 0.1, 0.2, 0.2],
-            other_boxes=[[0.6, 0.6, 0.7, 0.7], [0.0, 0.8, 0.1, 0.9]],
-        ),
+        perception.PerceptionItem("c", "peek", "q", "3", None),
+        perception.PerceptionItem("d", "peek", "q", "3", None),
     ]
-    answers = ["7", None, "[0.10, 0.10, 0.20, 0.20]", "[0.5, 0.5, nonsense]", "[0.10, 0.10, 0.20, 0.20]"]
-    answers.append("[0.60, 0.10, 0.70, 0.70]")  # misses the target, contains the first other shape's centre
-    scores = perception.score(items, answers)
-    assert scores["locate_iou"] == pytest.approx(0.25) and scores["locate_hits_centre"] == 1.0
+    scores = perception.score(items, ["7", None, " 3", "5"])
     assert scores["read_accuracy"] == 0.5 and scores["read_answered"] == 0.5
-    assert scores["ground_iou"] == pytest.approx(1 / 3) and scores["ground_hits_centre"] == pytest.approx(1 / 3)
-    # the third ground box misses the target but contains the centre of another shape: a wrong shape picked
-    assert scores["ground_hits_other"] == pytest.approx(1 / 3)
-    assert perception.chance(items) == {"read_majority": 0.5}
-    assert perception.parse_box("[0.3, 0.1, 0.2, 0.4]") is None and perception.parse_box(None) is None
+    assert scores["peek_accuracy"] == 0.5 and scores["peek_answered"] == 1.0
+    assert perception.chance(items) == {"read_majority": 0.5, "peek_majority": 1.0}
+
+
+def test_several_tiles_of_one_scene_each_get_their_own_question_and_crop():
+    config = replace(SMALL, items_per_scene=4, jpeg_quality=0)
+    items = [perception.make_item("read", i, 100, config, TOY_EPISODE) for i in range(8)]
+    scene = scenes.make_scene("tile_digit", scenes.suite_seed(100, 0))
+    by_position = {t.box[0] // 250 + 1 + (t.box[1] // 250) * 10: t for t in scene.objects}
+    assert len({i.question for i in items[:4]}) == 4  # four tiles of scene 0, then four of scene 1
+    for item in items[:4]:
+        row, column = map(int, re.search(r"row (\d+), column (\d+)", item.question).groups())
+        tile = by_position[column + (row - 1) * 10]
+        assert item.answer == tile.digit
+        w, h = item.image.size
+        pixels = [item.image.getpixel((x, y)) for x in range(0, w, 4) for y in range(0, h, 4)]
+        fill = scenes.COLOURS[tile.colour]  # the crop is on this tile: its colour covers much of it
+        assert sum(max(abs(a - b) for a, b in zip(p, fill, strict=True)) < 40 for p in pixels) / len(pixels) > 0.2
+    with pytest.raises(ValueError, match="items_per_scene"):
+        perception.PerceptionConfig(items_per_scene=2, scene_family="named", n_count=0)

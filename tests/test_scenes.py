@@ -139,7 +139,7 @@ def test_impossible_layouts_raise_clear_errors():
 def test_make_scene_dispatches_by_kind():
     assert make_scene("read", 2).image.tobytes() == scene(2).image.tobytes()
     assert make_scene("flash", 2, n_frames=6).cue_frames
-    assert set(SCENE_BUILDERS) == {"read", "count", "coarse", "flash", "colour_change"}
+    assert set(SCENE_BUILDERS) == {"read", "count", "coarse", "tile_digit", "tile_colour", "flash", "colour_change"}
     with pytest.raises(ValueError, match="unknown scene kind"):
         make_scene("sudoku", 0)
 

@@ -121,3 +121,59 @@ def test_variant_proportions_follow_the_config():
 def test_invalid_shares_are_rejected():
     with pytest.raises(ValueError, match="sum to 1"):
         SynthConfig(share_single=0.5)
+
+
+# ----------------------------------------------------------------------------------- grid scenes (position words)
+
+TOY_EPISODE = EpisodeConfig(image_max_pixels=168 * 112, crop_min_pixels=112 * 112, crop_max_pixels=112 * 112,
+                            zoom_padding=0.0)  # fmt: skip
+
+
+def grid_trajectory(tmp_path, variant, index=0):
+    from pxr import synth_run
+    from pxr.teacher import AnalysisRequest, TemplateTeacher
+
+    item = synth_run.write_seed_items("tile_digit", index + 1, 0, tmp_path, split="sft")[index]
+    inputs = synth_run._inputs(item, tmp_path)
+    request = AnalysisRequest(
+        item.id, "op", item.question, item.answer, cue=item.meta["cue_name"], facts=item.meta["facts"]
+    )
+    analysis = TemplateTeacher().analyse_one(request)
+    result = build_trajectory(
+        item, inputs, analysis, variant=variant, synth_config=SynthConfig(), episode_config=TOY_EPISODE
+    )
+    return item, result
+
+
+@pytest.mark.parametrize("variant", ["single", "wrong_crop", "two_wrong", "overlarge"])
+def test_grid_trajectories_name_the_tile_and_their_correct_zoom_holds_it_unpadded(tmp_path, variant):
+    item, result = grid_trajectory(tmp_path, variant)
+    assert item.meta["cue_name"] in result.turns[0].text  # "the tile in row r, column c", as the question says it
+    assert item.meta["cue_name"].removeprefix("the ") in item.question
+    final = result.episode["images"][-1]["root_box"]
+    tile = item.cue_boxes[0]
+    assert final[0] <= tile[0] and final[1] <= tile[1] and tile[2] <= final[2] and tile[3] <= final[3]
+    assert final == tile  # the tile's box is exact at 3 decimals: the crop is the tile, a square observation
+    assert result.turns[-2].text.startswith("Here is image") and "(112x112 px)" in result.turns[-2].text
+    assert result.turns[-1].text.endswith(f"\\boxed{{{item.answer}}}")
+
+
+def test_grid_wrong_zooms_land_on_a_tile_one_row_or_column_off(tmp_path):
+    for index in range(3):
+        item, result = grid_trajectory(tmp_path, "two_wrong", index)
+        decoys = [tuple(b) for b in item.meta["decoy_boxes"]]
+        wrong = [tuple(i["root_box"]) for i in result.episode["images"][1:-1]]
+        assert len(wrong) == 2 and len(set(wrong)) == 2
+        assert set(wrong) <= set(decoys)  # each wrong crop is a neighbour's tile
+
+
+def test_the_correct_zoom_is_rounded_outwards_so_an_unpadded_crop_keeps_the_whole_cue():
+    # Rounded to nearest at 2 decimals, x1 = 1101 / 1536 = 0.7168 would be written 0.72 (pixel 1105): 4 px of the cue cut.
+    item = Item("x", "7", images=["x.png"], cue_boxes=[[1101, 801, 1131, 831]])
+    result = build_trajectory(
+        item, [IMAGE], Analysis(), variant="single", synth_config=SynthConfig(box_decimals=2),
+        episode_config=EpisodeConfig(zoom_padding=0.0),
+    )  # fmt: skip
+    x1, y1, x2, y2 = result.episode["images"][-1]["root_box"]
+    assert x1 <= 1101 and y1 <= 801 and x2 >= 1131 and y2 >= 831
+    assert '"bbox_2d": [0.71, 0.78, 0.74, 0.82]' in result.turns[0].text

@@ -182,3 +182,16 @@ def test_seed_items_rendered_in_processes_are_the_ones_rendered_here(tmp_path):
     assert [i.id for i in pooled] == [f"sft-read-{k:05d}" for k in range(30)]
     for item in (here[0], here[-1]):  # the same pixels, saved by another process
         assert (tmp_path / "pooled" / item.images[0]).read_bytes() == (tmp_path / "here" / item.images[0]).read_bytes()
+
+
+def test_the_teacher_trajectory_of_an_in_memory_scene_is_what_synthesis_writes(tmp_path):
+    from pxr import scenes
+
+    items = synth_run.write_seed_items("tile_digit", 4, 0, tmp_path, split="train")
+    synth_run.synthesize(items, tmp_path, TemplateTeacher(), synth_config=SYNTH, episode_config=EPISODE, progress=False)
+    records, _ = written(tmp_path)
+    for item, record in zip(items, records, strict=True):
+        scene = scenes.make_scene("tile_digit", item.meta["scene_seed"])
+        result = synth_run.teacher_trajectory(scene, item.id, episode_config=EPISODE, synth_config=SYNTH)
+        assert result.variant == record.variant
+        assert [t.text for t in result.turns] == [t.text for t in record.turns]
