@@ -25,6 +25,7 @@ ENDINGS = ("answer", "no_answer", "truncated", "limit")
 # The blank-observation control (SPEC §5) returns images of this one colour: no pixel of the scene reaches the model.
 BLANK_FILL = (128, 128, 128)
 LIMIT_REASONS = ("max_ops", "max_images", "max_tokens", "max_turns")
+ENDED_TEXT = "the episode has ended; give your answer."  # what a call after the end gets
 
 
 @dataclass
@@ -187,9 +188,7 @@ class VisualEpisode:
         tools): the same limits, records and observations as a call written in the text of `step`. Never raises;
         after the episode has ended it returns an error observation."""
         if self.done:
-            return Observation(
-                False, protocol.error_observation_text("the episode has ended; give your answer.", self.config.prompt)
-            )
+            return Observation(False, protocol.error_observation_text(ENDED_TEXT, self.config.prompt))
         self.turns += 1
         return self._run_call(lambda: protocol.ToolCall(str(name), dict(arguments or {})))
 

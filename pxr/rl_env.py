@@ -31,7 +31,7 @@ from typing import Any
 
 from pxr import data, protocol
 from pxr.config import EpisodeConfig
-from pxr.episode import Observation, VisualEpisode
+from pxr.episode import ENDED_TEXT, Observation, VisualEpisode
 from pxr.rollout import cut_at_tool_call
 
 
@@ -47,7 +47,6 @@ def _user_content(episode: VisualEpisode, question: str, options, variant: str) 
 # The name every routed call carries in TRL's tool table and tool messages. It never reaches the model's tokens: the
 # tool-response header of the chat template does not depend on the tool's name.
 ROUTED_TOOL = "pxr_episode_turn"
-ENDED_TEXT = "the episode has ended; give your answer."
 
 
 class ToolResult(list):
@@ -133,7 +132,7 @@ class _EpisodeEnvironment:
         call), evaluation would have stopped; the trainer masks what follows (`pxr.rl`)."""
         if self.episode.done:
             self.stepped.append(False)
-            observation = Observation(False, protocol.error_observation_text(ENDED_TEXT))
+            observation = Observation(False, protocol.error_observation_text(ENDED_TEXT, self.episode_config.prompt))
         else:
             self.stepped.append(True)
             observation = self.episode.step(cut_at_tool_call(str(turn)))
