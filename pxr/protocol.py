@@ -432,7 +432,7 @@ def user_content(
 ):
     """The first user turn's content: the visual input as placeholders, then the question and guideline.
 
-    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (SPEC §1.4). With
+    A video's frames are numbered images ("Frame 1:" ...), the numbers `select_frames` takes (`pxr.episode`). With
     `video_input="video"` (the released format, where a processor with a video processor is at hand) the video is
     one video item instead, as the released models saw it; its frames then go to the processor as one video."""
     if video_input not in VIDEO_INPUTS:

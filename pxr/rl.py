@@ -155,8 +155,8 @@ def make_reward_function(reward_config: RewardConfig, group_size: int, end_token
     """The reward TRL calls once per generation batch with every local rollout (`environments` included).
 
     `end_token_ids`: tokens a turn may end with (end of turn, `</tool_call>`); a completion ending otherwise was cut
-    by the length limit and is truncated (reward 0, SPEC §4.1). The last call's per-rollout parts stay on `.last`
-    and the gathered batch's figures on `.last_batch`, for the trainer.
+    by the length limit and is truncated (reward 0; masked when `mask_truncated`). The last call's per-rollout parts
+    stay on `.last` and the gathered batch's figures on `.last_batch`, for the trainer.
     """
     end_ids = set(end_token_ids)
 
@@ -247,7 +247,7 @@ def _trainer_class():
     from pxr.checkpoints import FromPretrainedResume
 
     class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
-        """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (SPEC §4.1)."""
+        """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (paper §4; README "Curiosity-driven RL")."""
 
         def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
@@ -306,6 +306,8 @@ def _trainer_class():
             return output
 
         def _mask_after_episode_end(self, tool_mask, completion_mask):
+            if all(environment.ended_at_turn is None for environment in self.environments):
+                return tool_mask  # no limit ended an episode mid-rollout (the common case)
             rows = tool_mask.tolist()
             for i, environment in enumerate(self.environments):
                 if environment.ended_at_turn is not None:

@@ -37,7 +37,7 @@ DIGIT_QUESTIONS: tuple[str, ...] = (
     "Read the digit on the tile in row {row}, column {column} (rows from the top, columns from the left).",
 )
 COLOUR_QUESTION = "What colour is the tile in row {row}, column {column}?"
-BOX_DECIMALS = 3  # normalized boxes as trajectories write them (pxr.synth.SynthConfig.box_decimals)
+BOX_DECIMALS = 3  # a normalized [0, 1] box at this many decimals (read in every family, pxr.families) is exact
 MAX_SNAP_PX = 4  # tiles move at most this far off their cell's centre to sit on an exact box
 
 
@@ -73,14 +73,26 @@ def tile_boxes(width: int, height: int, rows: int, columns: int, tile_size: int)
 
 def _exact_step(side: int) -> int:
     """The pixel step at which x / side has at most BOX_DECIMALS decimals (1500 px: every 3 px), or 1 when that
-    step is coarser than MAX_SNAP_PX. Tile edges on it make the box a model writes at 3 decimals cut exactly the
-    tile: a 30x30 crop, enlarged to a square observation, instead of 29-31 px a side."""
+    step is coarser than MAX_SNAP_PX. Tile edges on it make a normalized box at 3 decimals cut exactly the tile (a
+    30x30 crop, not 29-31 px a side). Synthesis writes boxes in the model family's own convention instead (whole
+    overview pixels for Qwen2.5-VL), whose crops hold the tile and up to one overview pixel around it."""
     step = side // math.gcd(side, 10**BOX_DECIMALS)
     return step if step <= MAX_SNAP_PX else 1
 
 
-def _grid(seed: int, stream: int, *, width, height, rows, columns, tile_size, digit_height_frac):
-    """The tiles (asked one first), the asked (row, column), 1-based, and the rendered image."""
+def _grid(
+    seed: int,
+    stream: int,
+    *,
+    width: int = 1500,
+    height: int = 1000,
+    rows: int = 4,
+    columns: int = 6,
+    tile_size: int = 30,
+    digit_height_frac: float = 0.43,
+):
+    """The tiles (asked one first), the asked (row, column), 1-based, and the rendered image. Its keywords are the
+    knobs of both grid scene kinds (a 4x6 grid of 30-px tiles on 1500x1000, the digit 43 % of a tile)."""
     rng = np.random.default_rng([seed, stream])
     boxes = tile_boxes(width, height, rows, columns, tile_size)
     colours = rng.integers(len(COLOURS), size=(rows, columns))
@@ -96,26 +108,13 @@ def _grid(seed: int, stream: int, *, width, height, rows, columns, tile_size, di
     return objects, (asked[0] + 1, asked[1] + 1), rng, image
 
 
-def make_tile_digit_scene(
-    seed: int,
-    *,
-    width: int = 1500,
-    height: int = 1000,
-    rows: int = 4,
-    columns: int = 6,
-    tile_size: int = 30,
-    digit_height_frac: float = 0.43,
-    multiple_choice: bool = False,
-) -> Scene:
+def make_tile_digit_scene(seed: int, *, multiple_choice: bool = False, **grid) -> Scene:
     """ "What digit is on the tile in row r, column c?": the answer is the asked tile's digit, the cue box its box.
 
     With the defaults (30-px tiles; `zoom_in` crops no less than 28 px) the digit's ink is 13 px on a 1500x1000
     canvas: 1.5 px once the image is fitted to the toy's 168x112 query budget, 49 px in the 112x112 crop that zooming
     on the tile returns without padding."""
-    objects, (row, column), rng, image = _grid(
-        seed, TILE_DIGIT_STREAM, width=width, height=height, rows=rows, columns=columns, tile_size=tile_size,
-        digit_height_frac=digit_height_frac,
-    )  # fmt: skip
+    objects, (row, column), rng, image = _grid(seed, TILE_DIGIT_STREAM, **grid)
     question = DIGIT_QUESTIONS[int(rng.integers(len(DIGIT_QUESTIONS)))].format(row=row, column=column)
     target = objects[0]
     return _image_scene(
@@ -130,22 +129,9 @@ def make_tile_digit_scene(
     )
 
 
-def make_tile_colour_scene(
-    seed: int,
-    *,
-    width: int = 1500,
-    height: int = 1000,
-    rows: int = 4,
-    columns: int = 6,
-    tile_size: int = 30,
-    digit_height_frac: float = 0.43,
-    multiple_choice: bool = False,
-) -> Scene:
+def make_tile_colour_scene(seed: int, *, multiple_choice: bool = False, **grid) -> Scene:
     """ "What colour is the tile in row r, column c?": answerable from the overview (`needs_op` False)."""
-    objects, (row, column), _, image = _grid(
-        seed, TILE_COLOUR_STREAM, width=width, height=height, rows=rows, columns=columns, tile_size=tile_size,
-        digit_height_frac=digit_height_frac,
-    )  # fmt: skip
+    objects, (row, column), _, image = _grid(seed, TILE_COLOUR_STREAM, **grid)
     target = objects[0]
     return _image_scene(
         image,
