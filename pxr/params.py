@@ -1,5 +1,10 @@
-"""Run parameters: `params/<stem>/base.yaml`, then `<run>.yaml`, then `-p key=value` overrides, checked against the
-notebook's `parameters` cell (DESIGN §4).
+"""Run parameters: `params/<stem>/base.yaml`, then the run's line (`params/lines/<line>.yaml`, when the run file
+says `line: <line>`), then `<run>.yaml`, then `-p key=value` overrides, checked against the notebook's `parameters`
+cell.
+
+A line is what every stage of one experiment shares, e.g. the toy episode (query budget, zoom padding, crop size):
+written once, read by each stage that declares the setting, so synthesis, training and evaluation cannot drift
+apart. A line's key that no notebook declares is an error, as a run file's unknown key is.
 
 Papermill only warns about a name the notebook does not define, so a typo in a YAML file would silently do
 nothing; here it is an error that names the close matches. Values are checked against the type of the notebook's
@@ -141,14 +146,37 @@ def _run_file(folder: Path, stem: str, run: str, seen: tuple[str, ...]) -> dict[
     return {**_run_file(folder, stem, parent, (*seen, run)), **values}
 
 
+LINES_DIR = "lines"  # params/lines/<line>.yaml: the settings every stage of a line shares
+
+
+def line_names() -> list[str]:
+    return sorted(p.stem for p in (repo_root() / "params" / LINES_DIR).glob("*.yaml"))
+
+
+def line_settings(line: str, stem: str) -> dict[str, Any]:
+    """The settings of `line` that `stem`'s notebook declares (the others belong to other stages)."""
+    path = repo_root() / "params" / LINES_DIR / f"{line}.yaml"
+    if not isinstance(line, str) or not path.exists():
+        raise ParamError(f"no line {line!r} (params/{LINES_DIR}/<line>.yaml); lines: {', '.join(line_names()) or 'none'}")
+    values = _read_yaml(path)
+    everywhere = set().union(*(notebook_parameters(s) for s in stems()))
+    if unknown := sorted(set(values) - everywhere):
+        raise ParamError(f"params/{LINES_DIR}/{line}.yaml: no notebook declares {', '.join(unknown)}")
+    declared = notebook_parameters(stem)
+    return {k: v for k, v in values.items() if k in declared}
+
+
 def load_params(stem: str, run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """base.yaml, then <run>.yaml (after the run it `extends`, if any), then the overrides, later winning;
-    validated against the notebook."""
+    """base.yaml, then the run's line (if its run file, or one it extends, names one), then <run>.yaml (after the
+    run it `extends`, if any), then the overrides, later winning; validated against the notebook."""
     folder = repo_root() / "params" / stem
     base = folder / "base.yaml"
     params = _read_yaml(base) if base.exists() else {}
     if run != "base":
-        params.update(_run_file(folder, stem, run, ()))
+        values = _run_file(folder, stem, run, ())
+        if (line := values.pop("line", None)) is not None:
+            params.update(line_settings(line, stem))
+        params.update(values)
     params.update(parse_override(o) for o in overrides)
     validate(stem, params)
     return params

@@ -90,3 +90,32 @@ def test_a_run_extends_another_run(fake_repo):
     (folder / "orphan.yaml").write_text("extends: nowhere\n")
     with pytest.raises(params.ParamError, match="no params file"):
         params.load_params("00_first", "orphan")
+
+
+def test_a_line_is_shared_by_its_stages_and_a_run_still_wins(fake_repo):
+    from tests.conftest import make_notebook
+
+    make_notebook(fake_repo / "notebooks" / "20_third.ipynb", 'steps = 2  # steps\nwidth = 8  # a width\n', "pass\n")
+    (fake_repo / "params" / "20_third").mkdir()
+    (fake_repo / "params" / "lines").mkdir()
+    (fake_repo / "params" / "lines" / "exp.yaml").write_text("scale: 0.25\nwidth: 16\n")
+    for stem in ("00_first", "20_third"):
+        (fake_repo / "params" / stem / "exp.yaml").write_text("line: exp\nsteps: 9\n")
+    (fake_repo / "params" / "00_first" / "exp_wide.yaml").write_text("extends: exp\nscale: 2.0\n")
+    # each stage takes the line's settings it declares: 00_first has no `width`, 20_third no `scale`
+    assert params.load_params("00_first", "exp") == {"steps": 9, "scale": 0.25}
+    assert params.load_params("20_third", "exp") == {"steps": 9, "width": 16}
+    # a run that extends a line's run keeps the line; its own value wins over the line's, an override over both
+    assert params.load_params("00_first", "exp_wide") == {"steps": 9, "scale": 2.0}
+    assert params.load_params("00_first", "exp_wide", ["scale=3.0"])["scale"] == 3.0
+
+
+def test_a_line_with_a_setting_no_stage_declares_is_an_error(fake_repo):
+    (fake_repo / "params" / "lines").mkdir()
+    (fake_repo / "params" / "lines" / "exp.yaml").write_text("scael: 0.25\n")
+    (fake_repo / "params" / "00_first" / "exp.yaml").write_text("line: exp\n")
+    with pytest.raises(ParamError, match="no notebook declares scael"):
+        params.load_params("00_first", "exp")
+    (fake_repo / "params" / "00_first" / "other.yaml").write_text("line: nowhere\n")
+    with pytest.raises(ParamError, match=r"no line 'nowhere'.*lines: exp"):
+        params.load_params("00_first", "other")
