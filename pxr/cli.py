@@ -7,12 +7,16 @@ list runs.
     pxr grid 30_train_rl curiosity [--dry-run] [--only 'toy_alpha0-*'] [--parallel 4]   # an ablation grid
     pxr runs                                              # what ran, its state, duration, headline metric
 
+A run whose record git keeps (not smoke) starts only from committed code; --allow-dirty overrides, and the record
+says git_dirty: true.
+
 Tests: tests/test_cli.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pxr import grid, runs
@@ -144,12 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--as", dest="output_name", metavar="NAME", help="write outputs/<stem>/NAME/ (a grid point) instead of <run>"
     )
+    run.add_argument(
+        "--allow-dirty", action="store_true", help="start runs whose records git keeps from uncommitted code"
+    )
     run.set_defaults(func=cmd_run)
 
     pipe = sub.add_parser("pipeline", help="run every stage that has params/<stem>/<run>.yaml, in order")
     pipe.add_argument("run")
     pipe.add_argument("--force", action="store_true", help="redo stages that finished before")
     pipe.add_argument("--log-output", action="store_true")
+    pipe.add_argument(
+        "--allow-dirty", action="store_true", help="start runs whose records git keeps from uncommitted code"
+    )
     pipe.set_defaults(func=cmd_pipeline)
 
     par = sub.add_parser("params", help="show a notebook's parameters (and the merged values of a run)")
@@ -174,12 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-going", action="store_true", help="run every point even after two fail the same way (default: stop)"
     )
     grd.add_argument("--log-output", action="store_true")
+    grd.add_argument(
+        "--allow-dirty", action="store_true", help="start runs whose records git keeps from uncommitted code"
+    )
     grd.set_defaults(func=cmd_grid)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "allow_dirty", False):  # through the environment, so grid points run as processes see it too
+        os.environ[runs.ALLOW_DIRTY_ENV] = "1"
     try:
         return args.func(args)
     except (P.ParamError, runs.StageFailed) as err:

@@ -48,6 +48,8 @@ KEPT = ".kept-record"  # the finished record, held while a new run of the same f
 LAST_START = ".last-start.json"  # the parameters of the run that last started here: whose checkpoints these are
 PARTIAL_METRIC = "failed_items"  # a run whose metrics count failed items > 0 is `partial`, not `finished`
 RECORD_STATES = ("finished", "partial")  # records a later failed run must not replace
+OUTPUTS = "outputs"  # the records: not code, so changes there do not make a run's code dirty
+ALLOW_DIRTY_ENV = "PXR_ALLOW_DIRTY"  # 1: start committable runs from uncommitted code (the record says git_dirty)
 
 
 class StageFailed(RuntimeError):
@@ -123,13 +125,13 @@ def environment_info() -> dict[str, Any]:
     """What a reader needs to trust a run: code version, machine, accelerator."""
     import torch
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = code_changes()
     gpus = (
         [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     )
     return {
         "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_dirty": bool(changed) if changed is not None else None,
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
@@ -160,8 +162,12 @@ def run_stage(
     output_name: str | None = None,
     log_output: bool = False,
     progress: bool = True,
+    allow_dirty: bool | None = None,
 ) -> StageResult:
     """Execute notebook `stem` with the parameters of `run` into outputs/<stem>/<run>/.
+
+    A run whose record git would commit starts only from committed code (`refuse_dirty_record`), unless
+    `allow_dirty` (None: the `PXR_ALLOW_DIRTY` environment variable decides).
 
     `values` (parameter -> value) apply after the `key=value` overrides; `output_name` puts the record in
     outputs/<stem>/<output_name>/ instead (a grid point: the base run's params plus its values, its own folder)."""
@@ -173,10 +179,38 @@ def run_stage(
     if missing:
         raise StageFailed(f"{stem}/{name} cannot start:\n  - " + "\n  - ".join(missing), "\n".join(missing))
     refuse_stale_checkpoints(out, params)
+    refuse_dirty_record(stem, name, out, allow_dirty)
     try:
         return _execute(stem, run, name, params, out, log_output=log_output, progress=progress)
     except OSError as err:  # an unwritable outputs folder, a file where a folder goes, a full disk
         raise StageFailed(_unwritable(err, out)) from None
+
+
+def code_changes() -> list[str] | None:
+    """Tracked files outside outputs/ with uncommitted changes (None outside a git checkout): what a record made now
+    would not be able to name by its commit."""
+    changed = _git("diff", "--name-only", "HEAD", "--", ".", f":(exclude){OUTPUTS}")  # staged or not
+    return None if changed is None else [line for line in changed.splitlines() if line.strip()]
+
+
+def refuse_dirty_record(stem: str, name: str, out: Path, allow_dirty: bool | None = None) -> None:
+    """Refuse to start a run whose record would be committed (git does not ignore it, as it does smoke runs) while the
+    code has uncommitted changes: the record's commit would not be the code that made it."""
+    if allow_dirty is None:
+        allow_dirty = os.environ.get(ALLOW_DIRTY_ENV, "") not in ("", "0")
+    changed = code_changes()
+    if allow_dirty or not changed:
+        return
+    # The folder itself, not its record: a failed run's folder ignores its own files (`keep_record`).
+    if _git("check-ignore", "-q", f"{out.relative_to(P.repo_root())}/") is not None:  # exit 0: ignored (smoke)
+        return
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    raise StageFailed(
+        f"{stem}/{name} not started: {len(changed)} tracked files have uncommitted changes ({shown}), so its record "
+        f"could not name the code that made it. Commit them first, or pass --allow-dirty (or set {ALLOW_DIRTY_ENV}=1) "
+        "for a record marked git_dirty: true.",
+        "uncommitted changes",
+    )
 
 
 def _unwritable(err: OSError, out: Path) -> str:
@@ -367,7 +401,9 @@ def pipeline_stages(run: str) -> list[str]:
     return [s for s in P.stems() if (P.repo_root() / "params" / s / f"{run}.yaml").exists()]
 
 
-def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> list[StageResult]:
+def run_pipeline(
+    run: str, *, force: bool = False, log_output: bool = False, allow_dirty: bool | None = None
+) -> list[StageResult]:
     """Every stage of `run` in order; a finished stage with the same parameters is skipped unless `force`.
 
     Once one stage runs, every later one runs too: each may read what an earlier one wrote (data, a model), so a
@@ -383,7 +419,7 @@ def run_pipeline(run: str, *, force: bool = False, log_output: bool = False) -> 
             continue
         force = True  # the stages after this one read what it is about to rewrite
         print(f"[pxr] {stem}/{run}: running")
-        result = run_stage(stem, run, log_output=log_output)
+        result = run_stage(stem, run, log_output=log_output, allow_dirty=allow_dirty)
         if result.state == "partial":
             print(f"[pxr] {stem}/{run}: partial: {result.note}")
         results.append(result)

@@ -317,3 +317,54 @@ def test_an_interrupted_run_puts_the_finished_record_back_and_stops(fake_repo, m
         runs.run_stage("00_first", "toy", progress=False)
     assert (out / "run.json").read_text() == finished
     assert read_json(out / runs.FAILED / "run.json")["error"] == "interrupted"
+
+
+def _git_repo(root):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (root / ".gitignore").write_text("outputs/*/smoke/\n")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    return git
+
+
+def test_a_committable_record_starts_only_from_committed_code(fake_repo, monkeypatch):
+    git = _git_repo(fake_repo)
+    monkeypatch.delenv(runs.ALLOW_DIRTY_ENV, raising=False)
+    # changes under outputs/ are records, not code: a clean run
+    (fake_repo / "outputs" / "00_first").mkdir(parents=True)
+    (fake_repo / "outputs" / "00_first" / "note.txt").write_text("x")
+    git("add", "-A")
+    git("commit", "-qm", "a record")
+    (fake_repo / "outputs" / "00_first" / "note.txt").write_text("changed")
+    assert runs.run_stage("00_first", "toy").state == "finished"
+    assert read_json(fake_repo / "outputs" / "00_first" / "toy" / "run.json")["git_dirty"] is False
+    # a changed params file is code: refused before anything is written, with the way out named
+    (fake_repo / "params" / "00_first" / "toy.yaml").write_text("steps: 6\n")
+    with pytest.raises(runs.StageFailed, match=r"1 tracked files have uncommitted changes \(params/00_first/toy.yaml\).*--allow-dirty"):
+        runs.run_stage("00_first", "toy")
+    assert read_json(fake_repo / "outputs" / "00_first" / "toy" / "run.json")["params_hash"] != runs.params_hash(
+        runs.stage_params("00_first", "toy")
+    )
+    # smoke runs are git-ignored: they run from any tree
+    assert runs.run_stage("00_first", "smoke").state == "finished"
+    # told to, it runs, and its record says so
+    assert runs.run_stage("00_first", "toy", allow_dirty=True).state == "finished"
+    assert read_json(fake_repo / "outputs" / "00_first" / "toy" / "run.json")["git_dirty"] is True
+    monkeypatch.setenv(runs.ALLOW_DIRTY_ENV, "1")
+    assert runs.run_stage("00_first", "toy").state == "finished"
+
+
+def test_the_cli_passes_allow_dirty_on(fake_repo, monkeypatch, capsys):
+    _git_repo(fake_repo)
+    monkeypatch.delenv(runs.ALLOW_DIRTY_ENV, raising=False)
+    (fake_repo / "params" / "00_first" / "toy.yaml").write_text("steps: 6\n")
+    assert cli.main(["run", "00_first", "toy"]) == 1
+    assert "--allow-dirty" in capsys.readouterr().err
+    assert cli.main(["run", "00_first", "toy", "--allow-dirty"]) == 0
