@@ -157,7 +157,9 @@ def line_settings(line: str, stem: str) -> dict[str, Any]:
     """The settings of `line` that `stem`'s notebook declares (the others belong to other stages)."""
     path = repo_root() / "params" / LINES_DIR / f"{line}.yaml"
     if not isinstance(line, str) or not path.exists():
-        raise ParamError(f"no line {line!r} (params/{LINES_DIR}/<line>.yaml); lines: {', '.join(line_names()) or 'none'}")
+        raise ParamError(
+            f"no line {line!r} (params/{LINES_DIR}/<line>.yaml); lines: {', '.join(line_names()) or 'none'}"
+        )
     values = _read_yaml(path)
     everywhere = set().union(*(notebook_parameters(s) for s in stems()))
     if unknown := sorted(set(values) - everywhere):

@@ -95,7 +95,7 @@ def test_a_run_extends_another_run(fake_repo):
 def test_a_line_is_shared_by_its_stages_and_a_run_still_wins(fake_repo):
     from tests.conftest import make_notebook
 
-    make_notebook(fake_repo / "notebooks" / "20_third.ipynb", 'steps = 2  # steps\nwidth = 8  # a width\n', "pass\n")
+    make_notebook(fake_repo / "notebooks" / "20_third.ipynb", "steps = 2  # steps\nwidth = 8  # a width\n", "pass\n")
     (fake_repo / "params" / "20_third").mkdir()
     (fake_repo / "params" / "lines").mkdir()
     (fake_repo / "params" / "lines" / "exp.yaml").write_text("scale: 0.25\nwidth: 16\n")

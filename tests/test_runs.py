@@ -347,7 +347,9 @@ def test_a_committable_record_starts_only_from_committed_code(fake_repo, monkeyp
     assert read_json(fake_repo / "outputs" / "00_first" / "toy" / "run.json")["git_dirty"] is False
     # a changed params file is code: refused before anything is written, with the way out named
     (fake_repo / "params" / "00_first" / "toy.yaml").write_text("steps: 6\n")
-    with pytest.raises(runs.StageFailed, match=r"1 tracked files have uncommitted changes \(params/00_first/toy.yaml\).*--allow-dirty"):
+    with pytest.raises(
+        runs.StageFailed, match=r"1 tracked files have uncommitted changes \(params/00_first/toy.yaml\).*--allow-dirty"
+    ):
         runs.run_stage("00_first", "toy")
     assert read_json(fake_repo / "outputs" / "00_first" / "toy" / "run.json")["params_hash"] != runs.params_hash(
         runs.stage_params("00_first", "toy")
