@@ -3,8 +3,9 @@ each trajectory scored, the figures of `pxr.metrics.eval_metrics` computed, and 
 
 Controls (`control`): `none`; `text` (the text prompt, no ops: what the model answers from the input alone);
 `blank` (ops execute but return blank images of the same size: whether the model uses the pixels it asked for).
-Backends: `local` (the in-process model, batched, `pxr.rollout.generate_trajectories`) and `openai` (any
-OpenAI-compatible endpoint, `pxr.openai_backend`). A trajectory is scored on its final turn when the model ended
+Backends: `local` (the in-process model, batched, `pxr.rollout.generate_trajectories`), `openai` (any
+OpenAI-compatible endpoint, `pxr.openai_backend`) and `vllm` (offline vLLM on this machine's GPUs, every episode
+batched, data parallel over engines: `pxr.vllm_backend`). A trajectory is scored on its final turn when the model ended
 it by answering (`pxr.reward.SCORED_ENDINGS`: a short bare reply is an answer, as in the reward); truncated
 episodes and episodes stopped by a limit score 0.
 
@@ -24,7 +25,7 @@ from pxr.importers import ImportReport
 from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
 
 CONTROLS = ("none", "text", "blank")
-BACKENDS = ("local", "openai")
+BACKENDS = ("local", "openai", "vllm")
 RECORDS = "records.jsonl"
 
 
@@ -40,12 +41,16 @@ class EvalConfig:
     n_per_kind: int = 4  # synthetic items generated per kind when no data_path is given
     suite_seed: int = 2  # synthetic suite seed (held out: notebook 10 trains on seeds 0 and 1)
     control: str = "none"  # none | text | blank
-    backend: str = "local"  # local | openai
-    model_path: str = ""  # local: a checkpoint folder or hub id
+    backend: str = "local"  # local | openai | vllm
+    model_path: str = ""  # local and vllm: a checkpoint folder or hub id
     api_model: str = ""  # openai: the endpoint's model name
     base_url: str = ""  # openai: the endpoint (empty: the OpenAI API)
     concurrency: int = 16  # openai: episodes in flight
     question_prompt: str = "released"  # released (question verbatim) | instructed (pxr's short-answer instruction)
+    vllm_tensor_parallel_size: int = 1  # vllm: GPUs per engine
+    vllm_data_parallel_size: int = 1  # vllm: engines, each with its own GPUs and share of the items
+    vllm_gpu_memory_utilization: float = 0.9  # vllm: share of each GPU's memory the engine may take
+    vllm_max_model_len: int = 0  # vllm: longest prompt plus turn; 0 means the model's own
 
     def __post_init__(self):
         get_benchmark(self.benchmark)
@@ -55,9 +60,23 @@ class EvalConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.backend == "openai" and not self.api_model:
             raise ValueError("the openai backend needs api_model (the endpoint's model name)")
+        if self.backend == "vllm":
+            self.vllm_backend()  # its own checks, model_path included
         get_benchmark(self.benchmark).prompt_for("", self.question_prompt)  # a clear error for an unknown choice
         if self.max_items < 0 or self.n_per_kind < 0:
             raise ValueError("max_items and n_per_kind must be >= 0")
+
+    def vllm_backend(self):
+        """The vllm backend's settings (`pxr.vllm_backend.VLLMBackendConfig`), checked."""
+        from pxr.vllm_backend import VLLMBackendConfig
+
+        return VLLMBackendConfig(
+            model=self.model_path,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            data_parallel_size=self.vllm_data_parallel_size,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            max_model_len=self.vllm_max_model_len,
+        )
 
 
 def controlled(episode_config: EpisodeConfig, control: str) -> EpisodeConfig:
@@ -79,7 +98,8 @@ def protocol_record(
     pixel budgets (the episode settings as they ran, control applied)."""
     bench = get_benchmark(config.benchmark)
     effective = controlled(episode_config, config.control)
-    model = config.model_path if config.backend == "local" else config.api_model
+    model = config.api_model if config.backend == "openai" else config.model_path
+    engine = {k: v for k, v in asdict(config).items() if k.startswith("vllm_")} if config.backend == "vllm" else {}
     return {
         "benchmark": bench.name,
         "benchmark_version": bench.version,
@@ -92,6 +112,7 @@ def protocol_record(
         "base_url": config.base_url if config.backend == "openai" else "",
         "control": config.control,
         "question_prompt": config.question_prompt,
+        **engine,
         **asdict(effective),
         "decoding": "greedy" if rollout_config.temperature == 0 else "sampling",
         **{k: v for k, v in asdict(rollout_config).items() if k != "batch_size"},
@@ -176,7 +197,8 @@ def evaluate(
     progress: bool = True,
     report: ImportReport | None = None,
 ) -> EvalResult:
-    """Roll out, score and measure `queries` as `config` says (the local backend needs `model` and `processor`).
+    """Roll out, score and measure `queries` as `config` says (the local backend needs `model` and `processor`; the
+    vllm backend renders with `processor` when given, else loads the model's).
     `report` (the loader's) puts the rows that were skipped, by reason, into the figures."""
     bench = get_benchmark(config.benchmark)
     episode_config = episode_config or EpisodeConfig()
@@ -194,6 +216,13 @@ def evaluate(
         trajectories = generate_trajectories(
             model, processor, queries, episode_config=running, rollout_config=rollout_config, progress=progress
         )
+    elif config.backend == "vllm":
+        from pxr.vllm_backend import generate_trajectories_vllm
+
+        trajectories = generate_trajectories_vllm(
+            queries, backend=config.vllm_backend(), episode_config=running, rollout_config=rollout_config,
+            processor=processor, progress=progress,
+        )  # fmt: skip
     else:
         from pxr.openai_backend import OpenAIBackendConfig, generate_trajectories_openai
 

@@ -12,7 +12,11 @@ Without a config file, `num_processes` > 1 asks accelerate for its torchrun laun
 without CUDA that gives N CPU processes on gloo, provided the child asks accelerate for the CPU (the Trainer does,
 through `use_cpu`); accelerate 1.15's own `--cpu` flag starts a single process unless MPI is set up.
 
-Tests: tests/test_launch.py.
+The rendezvous port is a free one only when nothing names one: a config file's `main_process_port` is kept (a
+cluster's firewall may open just that port). Several machines run the same launch, each with its own
+`machine_rank`, and meet at the rank-0 machine's `main_process_ip:main_process_port`.
+
+Tests: tests/test_launch.py (the command lines built, one and several machines; real CPU launches).
 """
 
 from __future__ import annotations
@@ -43,23 +47,66 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def config_file_settings(accelerate_config: str | Path) -> dict:
+    """The accelerate config file's settings (YAML, or JSON which YAML reads too); FileNotFoundError if missing."""
+    import yaml
+
+    config = Path(accelerate_config)
+    if not config.is_file():
+        raise FileNotFoundError(f"accelerate config {config} not found (see configs/accelerate/)")
+    return yaml.safe_load(config.read_text()) or {}
+
+
 def accelerate_command(
-    module: str, job_path: str | Path, *, accelerate_config: str | Path = "", num_processes: int = 0
+    module: str,
+    job_path: str | Path,
+    *,
+    accelerate_config: str | Path = "",
+    num_processes: int = 0,
+    num_machines: int = 0,
+    machine_rank: int = 0,
+    main_process_ip: str = "",
+    main_process_port: int = 0,
 ) -> list[str]:
-    """The `accelerate launch` command line that runs `python -m module job_path` in each process."""
+    """The `accelerate launch` command line that runs `python -m module job_path` in each process.
+
+    `num_processes` counts the processes of all machines together (accelerate's meaning). Several machines
+    (`num_machines` > 1, here or in the config file) run the same command, each with its own `machine_rank`, and
+    meet at `main_process_ip:main_process_port` (the machine of rank 0): both must then be set, here or in the file.
+    The port is, in this order, `main_process_port`, the config file's, or a free one (one machine only: a port
+    picked on each machine would differ). 0 or "" means "not set here": the config file's value, or accelerate's.
+    """
+    file_settings = config_file_settings(accelerate_config) if accelerate_config else {}
+    machines = num_machines or int(file_settings.get("num_machines") or 1)
+    port = main_process_port or int(file_settings.get("main_process_port") or 0)
+    ip = main_process_ip or str(file_settings.get("main_process_ip") or "")
+    if num_machines < 0 or num_processes < 0 or main_process_port < 0:
+        raise ValueError("num_machines, num_processes and main_process_port must be >= 0")
+    if not 0 <= machine_rank < machines:
+        raise ValueError(f"machine_rank must be in [0, {machines}) for {machines} machine(s), got {machine_rank}")
+    if machines > 1 and (not port or not ip):
+        raise ValueError(
+            f"{machines} machines must meet at one address: set main_process_ip and main_process_port (the machine "
+            "of rank 0), e.g. pxr run <stem> <run> -p main_process_ip=10.0.0.1 -p main_process_port=29500"
+        )
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
-        config = Path(accelerate_config)
-        if not config.is_file():
-            raise FileNotFoundError(f"accelerate config {config} not found (see configs/accelerate/)")
-        command += ["--config_file", str(config)]
-    elif num_processes > 1:
-        command += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += ["--config_file", str(accelerate_config)]
     else:
-        command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if num_processes > 1 or machines > 1:
+            command += ["--multi_gpu"]
+        command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_machines or not accelerate_config:
+        command += ["--num_machines", str(machines)]
     if num_processes:
         command += ["--num_processes", str(num_processes)]
-    command += ["--main_process_port", str(free_port()), "-m", module, str(job_path)]
+    if machines > 1:
+        command += ["--machine_rank", str(machine_rank), "--main_process_ip", ip]
+    elif main_process_ip:
+        command += ["--main_process_ip", main_process_ip]
+    if main_process_port or not file_settings.get("main_process_port"):
+        command += ["--main_process_port", str(port or free_port())]
+    command += ["-m", module, str(job_path)]
     return command
 
 
@@ -70,6 +117,10 @@ def launch(
     *,
     accelerate_config: str | Path = "",
     num_processes: int = 0,
+    num_machines: int = 0,
+    machine_rank: int = 0,
+    main_process_ip: str = "",
+    main_process_port: int = 0,
     env: dict[str, str] | None = None,
     echo: Callable[[str], None] | None = print,
     tail_lines: int = 40,
@@ -77,7 +128,8 @@ def launch(
     """Write `job` to `work_dir/job.json`, run `module` on it under `accelerate launch`, stream its output through
     `echo` (and into `work_dir/launch.log`), and return the dict the main process wrote to `work_dir/result.json`.
 
-    Raises LaunchFailed, with the last `tail_lines` lines of the log, when the launch exits non-zero or leaves no
+    `num_machines`, `machine_rank`, `main_process_ip`, `main_process_port`: see `accelerate_command`; on several
+    machines, call this on each with its own `machine_rank`. Raises LaunchFailed, with the last `tail_lines` lines of the log, when the launch exits non-zero or leaves no
     result. `env` adds to this process's environment (the children inherit it, PYTHONPATH included).
     """
     work_dir = Path(work_dir)
@@ -85,7 +137,10 @@ def launch(
     job_path, result_path, log_path = work_dir / JOB_FILE, work_dir / RESULT_FILE, work_dir / LOG_FILE
     job_path.write_text(json.dumps(job, indent=2, default=str) + "\n")
     result_path.unlink(missing_ok=True)  # a stale result must not pass for this launch's
-    command = accelerate_command(module, job_path, accelerate_config=accelerate_config, num_processes=num_processes)
+    command = accelerate_command(
+        module, job_path, accelerate_config=accelerate_config, num_processes=num_processes, num_machines=num_machines,
+        machine_rank=machine_rank, main_process_ip=main_process_ip, main_process_port=main_process_port,
+    )  # fmt: skip
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     # Kept longer than shown: the launcher's own traceback comes last and would hide the child's error.
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines * 10)

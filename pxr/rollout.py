@@ -148,6 +148,12 @@ def cut_at_tool_call(text: str) -> str:
     return text if end < 0 else text[: end + len(protocol.TOOL_CALL_CLOSE)]
 
 
+def render_prompt(processor, trajectory: Trajectory) -> str:
+    """The text of the trajectory's next-turn prompt: the processor's chat template over its chat, one placeholder
+    per image (every backend that renders prompts itself renders them here, the vLLM one included)."""
+    return processor.apply_chat_template(trajectory.messages(), add_generation_prompt=True, tokenize=False)
+
+
 def generate_turn(
     model, processor, batch: list[Trajectory], config: RolloutConfig, states: dict | None = None
 ) -> list[tuple[str, int, bool]]:
@@ -155,7 +161,7 @@ def generate_turn(
     dict the caller keeps across turns) and a Qwen-VL model, each episode's KV cache is reused (`pxr.rollout_batch`);
     otherwise the whole chat is re-encoded with the processor and the batch prefilled with left padding."""
     tokenizer = processor.tokenizer
-    texts = [processor.apply_chat_template(t.messages(), add_generation_prompt=True, tokenize=False) for t in batch]
+    texts = [render_prompt(processor, t) for t in batch]
     sampling = (
         {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
         if config.temperature > 0

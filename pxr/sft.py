@@ -2,7 +2,9 @@
 mask of our own, a padding collator, and a `transformers.Trainer` that freezes the vision tower and resumes.
 
 `replay_images` re-runs each recorded trajectory through `VisualEpisode`, so the pixels SFT trains on are the
-pixels RL rollouts and evaluation show (the stored observation JPEGs are only for people to look at). The loss
+pixels RL rollouts and evaluation show (the stored observation JPEGs are only for people to look at).
+`ReplayedExamples` replays them when the Trainer reads an example, so each process of a launched run holds the
+images of the batch it is on, not those of the whole data set (benchmarks/sft_host_memory.py measures it). The loss
 covers the tokens of trainable assistant turns only: never observations, system or user text, and never the
 assistant turns that call a wrong op (the paper's rule, not the released code's "last two turns").
 
@@ -11,9 +13,10 @@ weights); `save_model_at_epochs` in `make_trainer` also writes one at the end of
 beside the final `<run>/model`: the released recipe starts RL from the warm-start model after about one epoch
 (checkpoint-246 of a 5-epoch run; the paper does not say), not from the end of SFT.
 
-Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, a few training steps, resume, a finished
-run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable, distinct from the final one, kept across
-resume, LoRA merged); tests/test_launch.py for the launched path (pxr.sft_job).
+Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, lazy replay equal to the eager one, a few
+training steps, resume, a finished run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable,
+distinct from the final one, kept across resume, LoRA merged); tests/test_launch.py for the launched path
+(pxr.sft_job).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,6 +101,28 @@ def sft_example(record: data.TrajectoryRecord, root, episode_config: EpisodeConf
     )
     trainable = [t.trainable for t in record.turns if t.role == "assistant"]
     return {"id": record.id, "messages": messages, "images": episode.shown_images, "trainable": trainable}
+
+
+class ReplayedExamples(Sequence):
+    """`sft_example` of each record, replayed when it is read (an index or a slice), never kept: a data set of N
+    trajectories costs each process the images of one example at a time instead of all N examples' images.
+
+    With `check` (the default) every record is replayed once here and its images dropped, so that a record whose
+    replay fails stops the run before training with the record named, as the eager list did."""
+
+    def __init__(self, records, root, episode_config: EpisodeConfig, *, check: bool = True):
+        self.records, self.root, self.episode_config = list(records), root, episode_config
+        if check:
+            for record in self.records:
+                _replay(record, root, episode_config)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return sft_example(self.records[index], self.root, self.episode_config)
 
 
 # ----------------------------------------------------------------------------------------------- tokenizing
@@ -215,11 +241,12 @@ class SFTCollator:
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Examples tokenized when read, so a large set does not hold every image's patches in memory at once.
-    Already tokenized examples (with `input_ids`) pass through."""
+    """Examples tokenized when read, so a large set does not hold every image's patches in memory at once (and,
+    from `ReplayedExamples`, not their images either). Already tokenized examples (with `input_ids`) pass through."""
 
-    def __init__(self, processor, examples: list[dict], max_length: int | None = None, with_answer_mask: bool = False):
-        self.processor, self.examples, self.max_length = processor, list(examples), max_length
+    def __init__(self, processor, examples, max_length: int | None = None, with_answer_mask: bool = False):
+        lazy = isinstance(examples, ReplayedExamples)  # list() would replay every record at once
+        self.processor, self.examples, self.max_length = processor, examples if lazy else list(examples), max_length
         self.with_answer_mask = with_answer_mask
 
     def __len__(self) -> int:
@@ -332,7 +359,7 @@ def training_arguments(
 def make_trainer(
     model,
     processor,
-    examples: list[dict],
+    examples,
     *,
     args=None,
     lora=None,
@@ -342,7 +369,8 @@ def make_trainer(
     save_model_at_epochs=(),
     **settings,
 ):
-    """A `transformers.Trainer` on `examples` (from `sft_example`, or already tokenized), using our collator.
+    """A `transformers.Trainer` on `examples` (from `sft_example`, a `ReplayedExamples`, or already tokenized), using
+    our collator.
 
     `settings` are `training_arguments`' (output_dir, learning_rate, max_steps, ...); or pass `args` made by it.
     Plain Trainer rather than TRL's SFTTrainer: SFTTrainer's dataset preparation re-renders and re-tokenizes
@@ -361,7 +389,8 @@ def make_trainer(
     epochs = check_epochs(save_model_at_epochs)
     if answer_loss_weight < 0:
         raise ValueError(f"answer_loss_weight must be >= 0, got {answer_loss_weight}")
-    if answer_loss_weight and any("input_ids" in e and "answer_mask" not in e for e in examples):
+    replayed = isinstance(examples, ReplayedExamples)  # never tokenized; iterating would replay them all
+    if answer_loss_weight and not replayed and any("input_ids" in e and "answer_mask" not in e for e in examples):
         raise ValueError("answer_loss_weight needs answer masks: tokenize examples with with_answer_mask=True")
     if (args is None) == (not settings):
         raise TypeError("make_trainer takes either args or training_arguments' settings (output_dir, ...)")

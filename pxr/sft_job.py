@@ -2,8 +2,9 @@
 run as a JSON-able dict, `launch_sft` hands it to `pxr.launch`, and `python -m pxr.sft_job job.json` is what each
 `accelerate launch` process runs: load, replay, train (resuming from the last checkpoint), save.
 
-Every process replays and tokenizes the trajectories itself (deterministic, so their examples agree), and the
-Trainer shards the batches across processes. Every process takes part in saving the final and epoch models
+Every process replays and tokenizes the trajectories itself (deterministic, so their examples agree) when the
+Trainer reads them (`pxr.sft.ReplayedExamples`), and the Trainer shards the batches across processes, so a process
+holds the images of its own batch only. Every process takes part in saving the final and epoch models
 (`pxr.sft.save_model`: ZeRO-3 gathers the weights); only the main process writes them and the result.
 
 Tests: tests/test_launch.py (two CPU processes on gloo train the tiny model and save it).
@@ -89,7 +90,7 @@ def run(job: dict) -> dict:
         device=device,
         episode_config=episode_config,
     )
-    examples = [sft.sft_example(r, data_dir, episode_config) for r in records]
+    examples = sft.ReplayedExamples(records, data_dir, episode_config)  # images replayed when a batch reads them
     trainer = sft.make_trainer(
         model,
         processor,

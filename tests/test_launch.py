@@ -39,6 +39,66 @@ def test_command_line_names_module_job_and_processes(tmp_path):
         launch.accelerate_command("m", "j.json", accelerate_config=tmp_path / "missing.yaml")
 
 
+def flag(command, name):
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_a_config_files_port_is_kept_and_an_explicit_port_wins(tmp_path):
+    config = tmp_path / "fixed_port.yaml"
+    config.write_text((REPO / "configs/accelerate/ddp_8gpu.yaml").read_text() + "main_process_port: 29617\n")
+    kept = launch.accelerate_command("m", "j.json", accelerate_config=config)
+    assert "--main_process_port" not in kept  # accelerate reads it from the file: the CLI would override it
+    assert flag(launch.accelerate_command("m", "j.json", accelerate_config=config, main_process_port=29700),
+                "--main_process_port") == "29700"  # fmt: skip
+    without = launch.accelerate_command("m", "j.json", accelerate_config=REPO / "configs/accelerate/ddp_8gpu.yaml")
+    assert int(flag(without, "--main_process_port")) > 0  # no port in the file: a free one, as before
+
+
+def test_several_machines_get_rank_address_and_port(tmp_path):
+    common = {"num_processes": 16, "num_machines": 2, "main_process_ip": "10.0.0.1", "main_process_port": 29500}
+    ranks = [launch.accelerate_command("pxr.sft_job", "j.json", machine_rank=r, **common) for r in (0, 1)]
+    for rank, command in enumerate(ranks):
+        assert "--multi_gpu" in command and flag(command, "--num_machines") == "2"
+        assert flag(command, "--num_processes") == "16" and flag(command, "--machine_rank") == str(rank)
+        assert flag(command, "--main_process_ip") == "10.0.0.1" and flag(command, "--main_process_port") == "29500"
+        assert command[-3:] == ["-m", "pxr.sft_job", "j.json"]
+    assert [c for c in ranks[0] if c != "0"] == [c for c in ranks[1] if c != "1"]  # only the rank differs
+    config = tmp_path / "two_nodes.yaml"
+    config.write_text(
+        "distributed_type: MULTI_GPU\nnum_machines: 2\nmain_process_ip: 10.0.0.2\nmain_process_port: 29400\n"
+    )
+    from_file = launch.accelerate_command("m", "j.json", accelerate_config=config, machine_rank=1)
+    assert flag(from_file, "--machine_rank") == "1" and flag(from_file, "--main_process_ip") == "10.0.0.2"
+    assert "--main_process_port" not in from_file and "--num_machines" not in from_file  # the file's own
+
+
+def test_several_machines_without_an_address_or_with_a_bad_rank_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="main_process_ip and main_process_port"):
+        launch.accelerate_command("m", "j.json", num_machines=2, main_process_ip="10.0.0.1")
+    with pytest.raises(ValueError, match="main_process_ip and main_process_port"):
+        launch.accelerate_command("m", "j.json", num_machines=2, main_process_port=29500)
+    with pytest.raises(ValueError, match="machine_rank must be in"):
+        launch.accelerate_command(
+            "m", "j.json", num_machines=2, machine_rank=2, main_process_ip="h", main_process_port=1
+        )
+    with pytest.raises(ValueError, match="machine_rank must be in"):
+        launch.accelerate_command("m", "j.json", machine_rank=1)
+
+
+def test_launch_passes_the_machine_settings_to_the_command(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_popen(command, **kwargs):
+        seen["command"] = command
+        raise RuntimeError("stop before starting anything")
+
+    monkeypatch.setattr(launch.subprocess, "Popen", fake_popen)
+    with pytest.raises(RuntimeError, match="stop before"):
+        sft_job.launch_sft({"checkpoint_dir": str(tmp_path / "run" / "checkpoints")}, num_processes=16, num_machines=2,
+                           machine_rank=1, main_process_ip="10.0.0.1", main_process_port=29500, echo=None)  # fmt: skip
+    assert flag(seen["command"], "--machine_rank") == "1" and flag(seen["command"], "--main_process_port") == "29500"
+
+
 @pytest.mark.parametrize("name", ["ddp_8gpu", "deepspeed_zero3_8gpu", "single_gpu"])
 def test_committed_accelerate_configs_are_complete(name):
     import yaml

@@ -161,6 +161,34 @@ def test_replay_refuses_a_record_whose_observation_differs(trajectories):
         sft.replay_images(record, root, replace(EPISODE, crop_max_pixels=64 * 28 * 28))
 
 
+def test_replayed_examples_equal_the_eager_ones_and_hold_no_images(tiny, trajectories, monkeypatch):
+    root, records = trajectories
+    _, processor = load(tiny)
+    replays = []
+    monkeypatch.setattr(sft, "_replay", lambda *args, _real=sft._replay: replays.append(1) or _real(*args))
+    lazy = sft.ReplayedExamples(records, root, EPISODE, check=False)
+    assert replays == [] and len(lazy) == len(records)  # nothing replayed, so no image held, until an example is read
+    assert not any(isinstance(v, Image.Image) for v in vars(lazy).values())
+    dataset = sft.SFTDataset(processor, lazy)
+    assert dataset.examples is lazy and replays == []  # the dataset does not list() them either
+    for index, record in enumerate(records):
+        eager = sft.sft_example(record, root, EPISODE)
+        read = lazy[index]
+        assert read["messages"] == eager["messages"] and read["trainable"] == eager["trainable"]
+        assert [im.tobytes() for im in read["images"]] == [im.tobytes() for im in eager["images"]]
+        tokens, expected = dataset[index], sft.tokenize_example(processor, eager)
+        assert all(torch.equal(tokens[k], expected[k]) for k in expected)
+    assert [e["id"] for e in lazy[1:3]] == [r.id for r in records[1:3]]
+
+
+def test_replayed_examples_check_every_record_before_training(trajectories):
+    root, records = trajectories
+    tampered = data.TrajectoryRecord.from_dict(records[0].to_dict())
+    next(t for t in tampered.turns if t.role == "observation").text += " (edited)"
+    with pytest.raises(ValueError, match=f"trajectory {tampered.id}: observation"):
+        sft.ReplayedExamples([records[1], tampered], root, EPISODE)
+
+
 def test_collator_pads_right_and_keeps_image_order(tiny, trajectories):
     root, records = trajectories
     _, processor = load(tiny)
@@ -192,7 +220,7 @@ def test_training_steps_change_the_language_model_only_and_lower_the_loss(tiny, 
     trainer = sft.make_trainer(
         model,
         processor,
-        examples[:2],
+        sft.ReplayedExamples(records[:2], root, EPISODE),  # as launched runs train: replayed when a batch reads them
         output_dir=tmp_path / "out",
         learning_rate=1e-3,
         max_steps=6,
