@@ -38,6 +38,7 @@ import torch
 
 from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.rl_batching import prompt_chunks
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
@@ -249,9 +250,23 @@ def _trainer_class():
     class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
         """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (paper §4; README "Curiosity-driven RL")."""
 
-        def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True, **kwargs):
+        def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True,
+                     generation_micro_batch_size: int = 0, **kwargs):  # fmt: skip
             super().__init__(*args, **kwargs)
             self.filter_uniform_groups, self.mask_truncated = filter_uniform_groups, mask_truncated
+            self.generation_micro_batch_size = generation_micro_batch_size
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+            # TRL's transformers path generates all of a process's rollouts in one `generate` call (it leaves scale
+            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.rl_batching`).
+            if self.use_vllm or self.use_transformers_continuous_batching:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args,
+                                                     **kwargs)  # fmt: skip
+            completion_ids = []
+            for chunk in prompt_chunks(prompt_ids, images, multimodal_fields, self.generation_micro_batch_size):
+                ids, _ = super()._generate_single_turn(*chunk, num_generations, *args, **kwargs)
+                completion_ids.extend(ids)
+            return completion_ids, None  # the transformers path has no sampling logprobs
 
         def _tokenize_prompts(self, prompts):
             # With environments, TRL 1.16 renders each prompt without return_tensors and keeps the image fields as
@@ -350,6 +365,20 @@ def stop_generation_kwargs(end_ids: list[int], close_id: int | None, *, use_vllm
     return {"eos_token_id": [*end_ids, close_id]}
 
 
+# RLConfig fields that TRL's GRPOConfig takes under the same name (`vllm_max_images_per_prompt` it has not).
+VLLM_SETTINGS = (
+    "vllm_mode",
+    "vllm_server_base_url",
+    "vllm_server_host",
+    "vllm_server_port",
+    "vllm_gpu_memory_utilization",
+    "vllm_tensor_parallel_size",
+    "vllm_max_model_length",
+    "vllm_enable_sleep_mode",
+    "vllm_model_impl",
+)
+
+
 def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig | None = None,
               generation_kwargs: dict | None = None) -> Any:  # fmt: skip
     """TRL's `GRPOConfig` for an `RLConfig`. The episode's limits end a rollout (TRL's cap on tool turns is set to
@@ -382,6 +411,7 @@ def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig 
         mask_truncated_completions=False,  # pxr masks truncated rollouts itself (it also knows the episode limits)
         use_vllm=c.use_vllm,
         vllm_importance_sampling_correction=c.vllm_importance_sampling_correction,
+        **{name: getattr(c, name) for name in VLLM_SETTINGS},
         generation_kwargs=generation_kwargs or None,
         bf16=c.bf16,
         activation_checkpointing=c.gradient_checkpointing,
@@ -458,6 +488,7 @@ def make_trainer(
         callbacks=[StepLog(step_log or output_dir / "steps.jsonl")],
         filter_uniform_groups=rl_config.filter_uniform_groups,
         mask_truncated=rl_config.mask_truncated,
+        generation_micro_batch_size=rl_config.generation_micro_batch_size,
     )
     check_generation_collectives(trainer, rl_config)
     return trainer
