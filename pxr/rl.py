@@ -38,8 +38,8 @@ import torch
 
 from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
-from pxr.rl_batching import prompt_chunks
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
+from pxr.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
 
@@ -251,14 +251,15 @@ def _trainer_class():
         """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (paper §4; README "Curiosity-driven RL")."""
 
         def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True,
-                     generation_micro_batch_size: int = 0, **kwargs):  # fmt: skip
-            super().__init__(*args, **kwargs)
+                     generation_micro_batch_size: int = 0, vllm_max_images_per_prompt: int = 0, **kwargs):  # fmt: skip
+            with vllm_image_limit(vllm_max_images_per_prompt):  # TRL builds its colocated vLLM engine in here
+                super().__init__(*args, **kwargs)
             self.filter_uniform_groups, self.mask_truncated = filter_uniform_groups, mask_truncated
             self.generation_micro_batch_size = generation_micro_batch_size
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
             # TRL's transformers path generates all of a process's rollouts in one `generate` call (it leaves scale
-            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.rl_batching`).
+            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.rl_generation`).
             if self.use_vllm or self.use_transformers_continuous_batching:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args,
                                                      **kwargs)  # fmt: skip
@@ -363,20 +364,6 @@ def stop_generation_kwargs(end_ids: list[int], close_id: int | None, *, use_vllm
     if use_vllm:
         return {"stop_token_ids": [close_id]}
     return {"eos_token_id": [*end_ids, close_id]}
-
-
-# RLConfig fields that TRL's GRPOConfig takes under the same name (`vllm_max_images_per_prompt` it has not).
-VLLM_SETTINGS = (
-    "vllm_mode",
-    "vllm_server_base_url",
-    "vllm_server_host",
-    "vllm_server_port",
-    "vllm_gpu_memory_utilization",
-    "vllm_tensor_parallel_size",
-    "vllm_max_model_length",
-    "vllm_enable_sleep_mode",
-    "vllm_model_impl",
-)
 
 
 def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig | None = None,
@@ -489,6 +476,7 @@ def make_trainer(
         filter_uniform_groups=rl_config.filter_uniform_groups,
         mask_truncated=rl_config.mask_truncated,
         generation_micro_batch_size=rl_config.generation_micro_batch_size,
+        vllm_max_images_per_prompt=rl_config.vllm_max_images_per_prompt,
     )
     check_generation_collectives(trainer, rl_config)
     return trainer

@@ -8,7 +8,7 @@ from PIL import Image
 
 from pxr import data, models, rl, synth_run
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
-from pxr.rl_batching import prompt_chunks
+from pxr.rl_generation import prompt_chunks
 from tests.test_rl import scripted_generate
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)

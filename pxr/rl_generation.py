@@ -1,21 +1,28 @@
-"""Rollout generation in micro-batches when transformers' `generate` (not vLLM) produces the rollouts of RL (paper
-§4: G rollouts per query, many queries per generation batch).
+"""How RL's rollouts are generated at scale (paper §4: G rollouts per query, many queries per generation batch): by
+vLLM, with its engine's settings passed to TRL, or by transformers' `generate` in micro-batches.
 
+vLLM: `VLLM_SETTINGS` are the `RLConfig` fields TRL's `GRPOConfig` takes under the same names; `vllm_image_limit`
+gives the engine TRL builds in colocate mode the one setting TRL has no field for (images per prompt).
+
+transformers:
 TRL's `GRPOTrainer` hands `generate` every prompt of a process's generation batch at once: at the paper's settings
 (`params/30_train_rl/paper.yaml`) that is 512 rollouts of up to ~10k tokens each, whose KV cache alone is ~290 GB at
-the 7B config (`pxr.rl_memory`). TRL leaves this to vLLM (paged KV cache, its own scheduler) and to its continuous
+the 7B config (benchmarks/rl_memory.py). TRL leaves this to vLLM (paged KV cache, its own scheduler) and to its continuous
 batching path (which refuses multimodal models); its plain `generate` path is meant for small runs. Rollouts are
 independent and TRL keeps each one's tokens up to its first end-of-turn id, so generating them `size` at a time and
 concatenating the lists is the same result with the KV cache of `size` rollouts. `prompt_chunks` cuts one call's
 inputs into such chunks: the prompts, their images, and the processor's fields, whose image patches are stacked
 over all prompts (`pixel_values` rows by `image_grid_thw`) and are cut with TRL's own split.
 
-Tests: tests/test_rl_batching.py (greedy completions of 1, 2 and 3 rollouts at a time equal one call's, token for
-token, with prompts holding different numbers of images; a GRPO step runs micro-batched).
+Tests: tests/test_rl_generation.py (greedy completions of 1, 2 and 3 rollouts at a time equal one call's, token for
+token, with prompts holding different numbers of images; a GRPO step runs micro-batched), tests/test_rl_vllm.py
+(every setting reaches TRL's config; bad values are clear errors; the image limit reaches the colocated engine).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,3 +79,35 @@ def _fields_per_prompt(fields: dict[str, Any], images: list | None, count: int) 
 
 def _rows(values, rows: slice):
     return values[rows] if isinstance(values, torch.Tensor | list) else list(values)[rows]
+
+
+# RLConfig fields that TRL's GRPOConfig takes under the same name (`vllm_max_images_per_prompt` it has not).
+VLLM_SETTINGS = (
+    "vllm_mode",
+    "vllm_server_base_url",
+    "vllm_server_host",
+    "vllm_server_port",
+    "vllm_gpu_memory_utilization",
+    "vllm_tensor_parallel_size",
+    "vllm_max_model_length",
+    "vllm_enable_sleep_mode",
+    "vllm_model_impl",
+)
+
+
+@contextlib.contextmanager
+def vllm_image_limit(max_images: int):
+    """While open, the vLLM engine TRL builds in colocate mode admits at most `max_images` images a prompt (vLLM's
+    `limit_mm_per_prompt`, which sizes its memory profiling); TRL 1.16 has no setting for it. 0 leaves vLLM's
+    default. A vLLM server takes it on its own command line (README "RL on 8 GPUs")."""
+    from trl.generation import vllm_generation
+
+    engine = getattr(vllm_generation, "LLM", None)  # defined only where vLLM is installed
+    if not max_images or engine is None:
+        yield
+        return
+    vllm_generation.LLM = functools.partial(engine, limit_mm_per_prompt={"image": max_images})
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = engine
