@@ -411,6 +411,13 @@ def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig 
     )
 
 
+def trainer_args(rl_config: RLConfig, output_dir, episode_config: EpisodeConfig) -> Any:
+    """The trainer's `GRPOConfig` (checkpoints under `output_dir/checkpoints`), built before the model is loaded:
+    under DeepSpeed ZeRO-3 creating it registers the DeepSpeed config with transformers, so that `from_pretrained`
+    loads every process's shard only. `make_trainer` adds the model's stop tokens to it."""
+    return grpo_args(rl_config, Path(output_dir) / "checkpoints", episode_config=episode_config)
+
+
 def check_generation_collectives(trainer, rl_config: RLConfig) -> None:
     """Refuse sharded weights (DeepSpeed ZeRO-3, FSDP) without vLLM on several processes: every `generate` call then
     gathers the shards with a collective, and processes whose rollouts take different numbers of tool turns make
@@ -440,11 +447,13 @@ def make_trainer(
     reward_config: RewardConfig,
     rl_config: RLConfig,
     step_log=None,
+    args=None,
 ):
     """A `PixelReasonerGRPOTrainer` on `queries` (`pxr.data.RLQuery`, paths under `data_root`).
 
     LoRA (`rl_config.lora_rank` > 0) adapts the language model only; the vision tower is frozen unless
     `rl_config.freeze_vision` is false. `step_log`: where the per-step JSONL goes (default `output_dir/steps.jsonl`).
+    `args`: `trainer_args(...)` made before the model was loaded (ZeRO-3), or None to make them here.
     """
     from pxr import models
     from pxr.sft import freeze_vision_tower
@@ -462,8 +471,9 @@ def make_trainer(
     model.train()
     output_dir = Path(output_dir)
     reward_function = make_reward_function(reward_config, rl_config.num_generations, ends + ([close] if close else []))
-    args = grpo_args(rl_config, output_dir / "checkpoints", episode_config=episode_config,
-                     generation_kwargs=stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm))  # fmt: skip
+    args = args or trainer_args(rl_config, output_dir, episode_config)
+    args.generation_kwargs = {**(args.generation_kwargs or {}),
+                              **stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm)} or None  # fmt: skip
     trainer = _trainer_class()(
         model=model,
         reward_funcs=[reward_function],
