@@ -1,0 +1,116 @@
+"""Memory per GPU of an RL run, before launching it: weights, gradients, optimizer states, KV cache per rollout and
+for one generate call, activations of one training micro-batch, and the peak (`pxr.rl_memory` has the formulas).
+It computes from the model's config (built on the meta device: no weights, no download, no GPU).
+
+It prints the run as given and the same run with generation in micro-batches: all of a process's rollouts in one
+`generate` call (generation_micro_batch_size 0, TRL's way without vLLM) against the micro-batch the params set or
+`--micro-batch`, and the largest micro-batch whose peak fits `--gpu-memory-gb`.
+
+    .venv/bin/python benchmarks/rl_memory.py                                  # paper params, 7B config, 80 GB GPUs
+    .venv/bin/python benchmarks/rl_memory.py --params params/30_train_rl/paper.yaml --micro-batch 16
+    .venv/bin/python benchmarks/rl_memory.py --size 7b --zero-stage 0 --gpus 1 --weights-dtype bfloat16 \\
+        --optimizer-dtype bfloat16 --batch 16 --accumulation 1 --updates-per-generation 1 \\
+        --max-completion-length 4096 --prompt-tokens 400 --micro-batch 4           # benchmarks/rl_step.py on one GPU
+
+A params file is read over params/30_train_rl/base.yaml (its `extends` followed): the batch sizes, completion
+length, gradient checkpointing, vision freezing, dtype (bf16 autocast over fp32 master weights), the accelerate
+config (ZeRO-3 when its name says zero3) and process count; the prompt is the query image's visual tokens
+(image_max_pixels / 784) plus `--text-tokens` of system prompt and question. Flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+from pathlib import Path
+
+import yaml
+
+from pxr import models, rl_memory
+
+REPO = Path(__file__).resolve().parents[1]
+PIXELS_PER_VISUAL_TOKEN = 28 * 28  # Qwen2.5-VL: one token per 28x28 pixels after the 2x2 merge
+
+
+def read_params(path: Path) -> dict:
+    """A params file over its stage's base.yaml, `extends` followed."""
+    values = yaml.safe_load(path.read_text()) or {}
+    parent = values.pop("extends", None)
+    below = read_params(path.with_name(f"{parent}.yaml")) if parent else yaml.safe_load(
+        (path.parent / "base.yaml").read_text()) or {}  # fmt: skip
+    return {**below, **values}
+
+
+def run_from_params(params: dict, text_tokens: int) -> rl_memory.RunShape:
+    names = {f.name for f in fields(rl_memory.RunShape)}
+    run = rl_memory.RunShape(**{k: v for k, v in params.items() if k in names})
+    config = str(params.get("accelerate_config", ""))
+    image_tokens = int(params.get("image_max_pixels", 256 * PIXELS_PER_VISUAL_TOKEN)) // PIXELS_PER_VISUAL_TOKEN
+    return replace(
+        run,
+        prompt_tokens=image_tokens + text_tokens,
+        weights_dtype="float32",  # pxr's RL jobs: fp32 master weights, bf16 autocast when bf16
+        activation_dtype="bfloat16" if params.get("bf16") else "float32",
+        zero_stage=3 if "zero3" in config else 0,
+        gpus=int(params.get("num_processes") or 1),
+    )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="7b", choices=sorted(models.MODEL_SIZES))
+    parser.add_argument("--params", default=str(REPO / "params/30_train_rl/paper.yaml"), help="'' for none")
+    parser.add_argument("--text-tokens", type=int, default=400, help="system prompt and question, tokens")
+    parser.add_argument("--gpu-memory-gb", type=float, default=80.0, help="the GPU's memory (10^9 bytes)")
+    flags = {
+        "--batch": ("per_device_train_batch_size", int),
+        "--accumulation": ("gradient_accumulation_steps", int),
+        "--updates-per-generation": ("updates_per_generation", int),
+        "--max-completion-length": ("max_completion_length", int),
+        "--prompt-tokens": ("prompt_tokens", int),
+        "--micro-batch": ("generation_micro_batch_size", int),
+        "--weights-dtype": ("weights_dtype", str),
+        "--optimizer-dtype": ("optimizer_dtype", str),
+        "--activation-dtype": ("activation_dtype", str),
+        "--zero-stage": ("zero_stage", int),
+        "--gpus": ("gpus", int),
+    }
+    for flag, (name, kind) in flags.items():
+        parser.add_argument(flag, dest=name, type=kind, default=None)
+    parser.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None)
+    parser.add_argument("--no-grad-ckpt", dest="gradient_checkpointing", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run = run_from_params(read_params(Path(args.params)), args.text_tokens) if args.params else rl_memory.RunShape()
+    run = replace(
+        run, **{f.name: getattr(args, f.name) for f in fields(run) if getattr(args, f.name, None) is not None}
+    )
+    model = rl_memory.model_shape(args.size)
+    budget = args.gpu_memory_gb * 1e9
+    fits = rl_memory.largest_micro_batch(model, run, budget)
+    columns = {"one generate call": replace(run, generation_micro_batch_size=0)}
+    if run.generation_micro_batch_size:
+        columns[f"micro-batch {run.generation_micro_batch_size}"] = run
+    if fits and fits != run.generation_micro_batch_size:
+        columns[f"micro-batch {fits} (max fit)"] = replace(run, generation_micro_batch_size=fits)
+    estimates = {name: rl_memory.estimate(model, shape) for name, shape in columns.items()}
+
+    print(f"\nRL memory per GPU, {args.size} config ({model.parameters / 1e9:.2f} B parameters), "
+          f"{Path(args.params).resolve().relative_to(REPO) if args.params else 'flags only'}")  # fmt: skip
+    print(f"{run.rollouts_per_generation} rollouts per process per generation, {run.tokens} tokens each "
+          f"({run.prompt_tokens} prompt + {run.max_completion_length} completion), training micro-batch "
+          f"{run.per_device_train_batch_size}, weights {run.weights_dtype}, activations {run.activation_dtype}, "
+          f"ZeRO-{run.zero_stage} over {run.gpus} GPU(s), gradient checkpointing {run.gradient_checkpointing}")  # fmt: skip
+    print(f"\n{'GiB':44s}" + "".join(f"{name:>26s}" for name in estimates))
+    for part in next(iter(estimates.values())):
+        print(f"{part:44s}" + "".join(f"{e[part] / rl_memory.GIB:26.2f}" for e in estimates.values()))
+    verdict = f"micro-batch {fits}" if fits else "no micro-batch (the static part and training alone do not fit)"
+    print(f"\nlargest generation micro-batch within {args.gpu_memory_gb:g} GB ({budget / rl_memory.GIB:.1f} GiB): "
+          f"{verdict}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
