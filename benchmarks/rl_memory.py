@@ -12,7 +12,7 @@ It prints the run as given and the same run with generation in micro-batches: al
         --optimizer-dtype bfloat16 --batch 16 --accumulation 1 --updates-per-generation 1 \\
         --max-completion-length 4096 --prompt-tokens 400 --micro-batch 4           # benchmarks/rl_step.py on one GPU
 
-A params file is read over params/30_train_rl/base.yaml (its `extends` followed): the batch sizes, completion
+A params file is read as `pxr run` merges it (over base.yaml, `extends` followed): the batch sizes, completion
 length, gradient checkpointing, vision freezing, dtype (bf16 autocast over fp32 master weights), the accelerate
 config (ZeRO-3 when its name says zero3) and process count; the prompt is the query image's visual tokens
 (image_max_pixels / 784) plus `--text-tokens` of system prompt and question. Flags override the file.
@@ -24,21 +24,15 @@ import argparse
 from dataclasses import fields, replace
 from pathlib import Path
 
-import yaml
-
-from pxr import models, rl_memory
+from pxr import models, params, rl_memory
 
 REPO = Path(__file__).resolve().parents[1]
 PIXELS_PER_VISUAL_TOKEN = 28 * 28  # Qwen2.5-VL: one token per 28x28 pixels after the 2x2 merge
 
 
 def read_params(path: Path) -> dict:
-    """A params file over its stage's base.yaml, `extends` followed."""
-    values = yaml.safe_load(path.read_text()) or {}
-    parent = values.pop("extends", None)
-    below = read_params(path.with_name(f"{parent}.yaml")) if parent else yaml.safe_load(
-        (path.parent / "base.yaml").read_text()) or {}  # fmt: skip
-    return {**below, **values}
+    """A run's parameters as `pxr run` merges them (base.yaml, what the run extends or shares, the run file)."""
+    return params.load_params(path.parent.name, path.stem)
 
 
 def run_from_params(params: dict, text_tokens: int) -> rl_memory.RunShape:
