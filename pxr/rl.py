@@ -471,7 +471,8 @@ def make_trainer(
     model.train()
     output_dir = Path(output_dir)
     reward_function = make_reward_function(reward_config, rl_config.num_generations, ends + ([close] if close else []))
-    args = args or trainer_args(rl_config, output_dir, episode_config)
+    if args is None:
+        args = trainer_args(rl_config, output_dir, episode_config)
     args.generation_kwargs = {**(args.generation_kwargs or {}),
                               **stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm)} or None  # fmt: skip
     trainer = _trainer_class()(

@@ -4,15 +4,16 @@ vLLM, with its engine's settings passed to TRL, or by transformers' `generate` i
 vLLM: `VLLM_SETTINGS` are the `RLConfig` fields TRL's `GRPOConfig` takes under the same names; `vllm_image_limit`
 gives the engine TRL builds in colocate mode the one setting TRL has no field for (images per prompt).
 
-transformers:
-TRL's `GRPOTrainer` hands `generate` every prompt of a process's generation batch at once: at the paper's settings
-(`params/30_train_rl/paper.yaml`) that is 512 rollouts of up to ~10k tokens each, whose KV cache alone is ~290 GB at
-the 7B config (benchmarks/rl_memory.py). TRL leaves this to vLLM (paged KV cache, its own scheduler) and to its continuous
-batching path (which refuses multimodal models); its plain `generate` path is meant for small runs. Rollouts are
-independent and TRL keeps each one's tokens up to its first end-of-turn id, so generating them `size` at a time and
-concatenating the lists is the same result with the KV cache of `size` rollouts. `prompt_chunks` cuts one call's
-inputs into such chunks: the prompts, their images, and the processor's fields, whose image patches are stacked
-over all prompts (`pixel_values` rows by `image_grid_thw`) and are cut with TRL's own split.
+transformers: TRL's `GRPOTrainer` hands `generate` every prompt of a process's generation batch at once: at the
+paper's settings (`params/30_train_rl/paper.yaml`) 512 rollouts of up to ~10k tokens, whose KV cache alone is
+~290 GiB at the 7B config (benchmarks/rl_memory.py). TRL leaves scale to vLLM (paged KV cache, its own scheduler)
+and to its continuous batching path, which refuses multimodal models. Rollouts are independent and TRL keeps each
+one's tokens up to its first end-of-turn id, so generating them `size` at a time and concatenating the lists gives
+the same rollouts (token for token under greedy decoding; under sampling the same distribution, other random draws)
+with the KV cache of `size` rollouts. `prompt_chunks` cuts one call's inputs into such chunks: the prompts, their
+images, and the processor's fields, whose image patches are stacked over all prompts (`pixel_values` rows by
+`image_grid_thw`) and are cut with TRL's own split. Each chunk is one call of TRL's generation step, so under
+ZeRO-3 (one process; pxr refuses it on several without vLLM) each chunk gathers the weights once.
 
 Tests: tests/test_rl_generation.py (greedy completions of 1, 2 and 3 rollouts at a time equal one call's, token for
 token, with prompts holding different numbers of images; a GRPO step runs micro-batched), tests/test_rl_vllm.py
