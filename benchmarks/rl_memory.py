@@ -11,6 +11,7 @@ It prints the run as given and the same run with generation in micro-batches: al
     .venv/bin/python benchmarks/rl_memory.py --size 7b --zero-stage 0 --gpus 1 --weights-dtype bfloat16 \\
         --optimizer-dtype bfloat16 --batch 16 --accumulation 1 --updates-per-generation 1 \\
         --max-completion-length 4096 --prompt-tokens 400 --micro-batch 4           # benchmarks/rl_step.py on one GPU
+    .venv/bin/python benchmarks/rl_memory.py --micro-batch 8 --max-completion-length 1024 --measure   # GPU
 
 A params file is read as `pxr run` merges it (over base.yaml, `extends` followed): the batch sizes, completion
 length, gradient checkpointing, vision freezing, dtype (bf16 autocast over fp32 master weights), the accelerate
@@ -71,6 +72,7 @@ def parse_args(argv=None):
     }
     for flag, (name, kind) in flags.items():
         parser.add_argument(flag, dest=name, type=kind, default=None)
+    parser.add_argument("--measure", action="store_true", help="run one generate call of the micro-batch and measure")
     parser.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None)
     parser.add_argument("--no-grad-ckpt", dest="gradient_checkpointing", action="store_false")
     return parser.parse_args(argv)
@@ -104,6 +106,44 @@ def main(argv=None):
     verdict = f"micro-batch {fits}" if fits else "no micro-batch (the static part and training alone do not fit)"
     print(f"\nlargest generation micro-batch within {args.gpu_memory_gb:g} GB ({budget / rl_memory.GIB:.1f} GiB): "
           f"{verdict}")  # fmt: skip
+    if args.measure:
+        measure_generation(args.size, model, run)
+
+
+def measure_generation(size: str, model: rl_memory.ModelShape, run: rl_memory.RunShape) -> None:
+    """One greedy `generate` call of the run's micro-batch (text prompts of the run's prompt length, every rollout
+    forced to the full completion length) on a random bf16 model: the KV cache it holds at the end, counted, beside
+    the estimate; on a GPU also the memory the call added to the weights (torch.cuda.max_memory_allocated), which
+    includes what the estimate leaves out of generation (the prefill's activations, a step's logits)."""
+    import tempfile
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rollouts = run.rollouts_per_generate_call
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, _ = models.random_model_of_size(size, tmp, dtype="bfloat16", device=device)
+    ordinary = min(policy.config.text_config.vocab_size, 2000)  # token ids past the special ones, in every size
+    prompt = torch.randint(len(models.SPECIAL_TOKENS), ordinary, (rollouts, run.prompt_tokens), device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        out = policy.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                              max_new_tokens=run.max_completion_length, min_new_tokens=run.max_completion_length,
+                              return_dict_in_generate=True)  # fmt: skip
+    held = sum(t.numel() * t.element_size() for layer in out.past_key_values.layers for t in (layer.keys, layer.values))
+    # The last generated token is never fed back, so the cache holds one position less than the sequence.
+    same = replace(run, activation_dtype="bfloat16", max_completion_length=run.max_completion_length - 1)
+    kv = rl_memory.estimate(model, same)["KV cache of one generate call"]
+    print(f"\nmeasured, one generate call of {rollouts} rollouts x {run.tokens} tokens ({device}): KV cache held "
+          f"{held / rl_memory.GIB:.4f} GiB ({held} bytes), estimated {kv / rl_memory.GIB:.4f} GiB ({kv:.0f} bytes)")  # fmt: skip
+    if device == "cuda":
+        added = torch.cuda.max_memory_allocated() - before
+        print(
+            f"peak memory the call added to {before / rl_memory.GIB:.2f} GiB of weights: {added / rl_memory.GIB:.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ a real forward's cache, the paper's 512 rollouts in one generate call need ~290 
 params/30_train_rl/paper.yaml sets fits an 80 GB GPU where one call does not."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -73,3 +74,13 @@ def test_the_benchmark_prints_before_and_after():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/rl_memory.py")], capture_output=True, text=True,
                           check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})  # fmt: skip
     assert "one generate call" in done.stdout and "micro-batch 32" in done.stdout and "289.62" in done.stdout
+
+
+def test_measure_counts_a_real_generations_cache_equal_to_the_estimate():
+    command = [sys.executable, str(REPO / "benchmarks/rl_memory.py"), "--size", "tiny", "--params", "", "--batch", "2",
+               "--accumulation", "1", "--updates-per-generation", "1", "--micro-batch", "2",
+               "--max-completion-length", "8", "--prompt-tokens", "16", "--measure"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "", "OMP_NUM_THREADS": "1"})  # fmt: skip
+    held, estimated = re.search(r"held .*?\((\d+) bytes\), estimated .*?\((\d+) bytes\)", done.stdout).groups()
+    assert int(held) == int(estimated) > 0
