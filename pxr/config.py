@@ -128,6 +128,8 @@ class RewardConfig:
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("none", "group", "batch")
+VLLM_MODES = ("colocate", "server")
+VLLM_MODEL_IMPLS = ("vllm", "transformers")
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,24 @@ class RLConfig:
     # TRL's truncated importance-sampling correction of vLLM's sampling logprobs (on by default in TRL, not in the
     # paper's algorithm): off unless asked for, and recorded with the run's parameters.
     vllm_importance_sampling_correction: bool = False
+    # vLLM's engine, in TRL GRPOConfig's names and defaults. Colocate: vLLM shares each training GPU and takes
+    # `vllm_gpu_memory_utilization` of it; server: `trl vllm-serve` on GPUs of its own (README "RL on 8 GPUs"),
+    # which takes its memory share and tensor parallelism on its own command line.
+    vllm_mode: str = "colocate"  # colocate | server
+    vllm_server_base_url: str | None = None  # server mode: e.g. http://10.0.0.2:8000 (overrides host and port)
+    vllm_server_host: str = "0.0.0.0"  # server mode
+    vllm_server_port: int = 8000  # server mode
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of each GPU's memory vLLM takes
+    vllm_tensor_parallel_size: int = 1  # colocate: GPUs one vLLM engine spans (divides the process count)
+    vllm_max_model_length: int | None = None  # context window; None: the model config's
+    vllm_enable_sleep_mode: bool = False  # colocate: vLLM frees its weights and cache during the update
+    vllm_model_impl: str = "vllm"  # vllm | transformers (whose model code vLLM runs)
+    # Images one rollout may show vLLM (its limit_mm_per_prompt); 0: vLLM's own default (999 in vLLM V1). TRL does
+    # not pass it: pxr gives it to the colocated engine; a server takes it on its command line.
+    vllm_max_images_per_prompt: int = 0
+    # Without vLLM: rollouts per transformers `generate` call (0 = all of a process's generation batch at once);
+    # the KV cache is that of this many rollouts (benchmarks/rl_memory.py sizes it).
+    generation_micro_batch_size: int = 0
     logging_steps: int = 1
     seed: int = 0
 
@@ -190,3 +210,32 @@ class RLConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_vllm_and_generation()
+
+    def _check_vllm_and_generation(self):
+        if self.vllm_mode not in VLLM_MODES:
+            raise ValueError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
+        if self.vllm_model_impl not in VLLM_MODEL_IMPLS:
+            impls = ", ".join(VLLM_MODEL_IMPLS)
+            raise ValueError(f"vllm_model_impl must be one of {impls}, got {self.vllm_model_impl!r}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            share = self.vllm_gpu_memory_utilization
+            raise ValueError(f"vllm_gpu_memory_utilization is a share of GPU memory in (0, 1], got {share}")
+        if not 0 < self.vllm_server_port < 65536:
+            raise ValueError(f"vllm_server_port must lie in 1..65535, got {self.vllm_server_port}")
+        url = self.vllm_server_base_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"vllm_server_base_url must start with http:// or https://, got {url!r}")
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError(f"vllm_tensor_parallel_size must be >= 1, got {self.vllm_tensor_parallel_size}")
+        if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
+            raise ValueError(
+                f"vllm_max_model_length ({self.vllm_max_model_length}) must hold a prompt and max_completion_length "
+                f"({self.max_completion_length}): raise it, or set it to null (the model's context window)"
+            )
+        if self.vllm_max_images_per_prompt < 0:
+            raise ValueError(f"vllm_max_images_per_prompt must be >= 0 (0 = vLLM's default), "
+                             f"got {self.vllm_max_images_per_prompt}")  # fmt: skip
+        if self.generation_micro_batch_size < 0:
+            raise ValueError(f"generation_micro_batch_size must be >= 0 (0 = all rollouts in one call), "
+                             f"got {self.generation_micro_batch_size}")  # fmt: skip

@@ -39,6 +39,7 @@ import torch
 from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
+from pxr.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
 
@@ -249,9 +250,24 @@ def _trainer_class():
     class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
         """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (paper §4; README "Curiosity-driven RL")."""
 
-        def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, *args, filter_uniform_groups: bool = True, mask_truncated: bool = True,
+                     generation_micro_batch_size: int = 0, vllm_max_images_per_prompt: int = 0, **kwargs):  # fmt: skip
+            with vllm_image_limit(vllm_max_images_per_prompt):  # TRL builds its colocated vLLM engine in here
+                super().__init__(*args, **kwargs)
             self.filter_uniform_groups, self.mask_truncated = filter_uniform_groups, mask_truncated
+            self.generation_micro_batch_size = generation_micro_batch_size
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+            # TRL's transformers path generates all of a process's rollouts in one `generate` call (it leaves scale
+            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.rl_generation`).
+            if self.use_vllm or self.use_transformers_continuous_batching:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args,
+                                                     **kwargs)  # fmt: skip
+            completion_ids = []
+            for chunk in prompt_chunks(prompt_ids, images, multimodal_fields, self.generation_micro_batch_size):
+                ids, _ = super()._generate_single_turn(*chunk, num_generations, *args, **kwargs)
+                completion_ids.extend(ids)
+            return completion_ids, None  # the transformers path has no sampling logprobs
 
         def _tokenize_prompts(self, prompts):
             # With environments, TRL 1.16 renders each prompt without return_tensors and keeps the image fields as
@@ -382,6 +398,7 @@ def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig 
         mask_truncated_completions=False,  # pxr masks truncated rollouts itself (it also knows the episode limits)
         use_vllm=c.use_vllm,
         vllm_importance_sampling_correction=c.vllm_importance_sampling_correction,
+        **{name: getattr(c, name) for name in VLLM_SETTINGS},
         generation_kwargs=generation_kwargs or None,
         bf16=c.bf16,
         activation_checkpointing=c.gradient_checkpointing,
@@ -392,6 +409,13 @@ def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig 
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+
+
+def trainer_args(rl_config: RLConfig, output_dir, episode_config: EpisodeConfig) -> Any:
+    """The trainer's `GRPOConfig` (checkpoints under `output_dir/checkpoints`), built before the model is loaded:
+    under DeepSpeed ZeRO-3 creating it registers the DeepSpeed config with transformers, so that `from_pretrained`
+    loads every process's shard only. `make_trainer` adds the model's stop tokens to it."""
+    return grpo_args(rl_config, Path(output_dir) / "checkpoints", episode_config=episode_config)
 
 
 def check_generation_collectives(trainer, rl_config: RLConfig) -> None:
@@ -423,11 +447,13 @@ def make_trainer(
     reward_config: RewardConfig,
     rl_config: RLConfig,
     step_log=None,
+    args=None,
 ):
     """A `PixelReasonerGRPOTrainer` on `queries` (`pxr.data.RLQuery`, paths under `data_root`).
 
     LoRA (`rl_config.lora_rank` > 0) adapts the language model only; the vision tower is frozen unless
     `rl_config.freeze_vision` is false. `step_log`: where the per-step JSONL goes (default `output_dir/steps.jsonl`).
+    `args`: `trainer_args(...)` made before the model was loaded (ZeRO-3), or None to make them here.
     """
     from pxr import models
     from pxr.sft import freeze_vision_tower
@@ -445,8 +471,10 @@ def make_trainer(
     model.train()
     output_dir = Path(output_dir)
     reward_function = make_reward_function(reward_config, rl_config.num_generations, ends + ([close] if close else []))
-    args = grpo_args(rl_config, output_dir / "checkpoints", episode_config=episode_config,
-                     generation_kwargs=stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm))  # fmt: skip
+    if args is None:
+        args = trainer_args(rl_config, output_dir, episode_config)
+    args.generation_kwargs = {**(args.generation_kwargs or {}),
+                              **stop_generation_kwargs(ends, close, use_vllm=rl_config.use_vllm)} or None  # fmt: skip
     trainer = _trainer_class()(
         model=model,
         reward_funcs=[reward_function],
@@ -458,6 +486,8 @@ def make_trainer(
         callbacks=[StepLog(step_log or output_dir / "steps.jsonl")],
         filter_uniform_groups=rl_config.filter_uniform_groups,
         mask_truncated=rl_config.mask_truncated,
+        generation_micro_batch_size=rl_config.generation_micro_batch_size,
+        vllm_max_images_per_prompt=rl_config.vllm_max_images_per_prompt,
     )
     check_generation_collectives(trainer, rl_config)
     return trainer

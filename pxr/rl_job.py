@@ -1,10 +1,11 @@
 """RL as a launched job (notebook 30 with `accelerate_config` or `num_processes` set): `rl_job(...)` describes the run
 as a JSON-able dict, `launch_rl` hands it to `pxr.launch`, and `python -m pxr.rl_job job.json` is what each
-`accelerate launch` process runs: load the policy, build the trainer, train (resuming from the last checkpoint),
-save. The reward gathers each group across the processes (`pxr.rl`), so the rewards do not depend on how many
-there are.
+`accelerate launch` process runs: make the trainer's arguments (before loading, so that ZeRO-3 shards the load),
+load the policy, build the trainer, train (resuming from the last checkpoint), save. The reward gathers each group
+across the processes (`pxr.rl`), so the rewards do not depend on how many there are.
 
-Tests: tests/test_rl_job.py (two CPU processes on gloo take GRPO steps on the tiny model and save it).
+Tests: tests/test_rl_job.py (two CPU processes on gloo take GRPO steps on the tiny model and save it; the arguments
+exist before the model is loaded).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def run(job: dict) -> dict:
     queries, report = data.read_jsonl(data_dir / synth_run.RL_QUERIES, data.RLQuery)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    # The trainer's arguments first: under DeepSpeed ZeRO-3 they register its config, so the load below is sharded.
+    args = rl.trainer_args(rl_config, output_dir, episode_config)
     model, processor = models.load_model(
         job["model_name_or_path"], dtype="float32", device=device, episode_config=episode_config
     )  # fp32 master weights; bf16 runs under autocast (rl_config.bf16)
@@ -75,6 +78,7 @@ def run(job: dict) -> dict:
         episode_config=episode_config,
         reward_config=RewardConfig(**job["reward_config"]),
         rl_config=rl_config,
+        args=args,
     )
     trainer.args.disable_tqdm = True  # one plain line per logged step
     if launch.is_main_process():

@@ -29,3 +29,41 @@ def test_two_cpu_processes_take_grpo_steps_and_save(tmp_path):
     steps = [e for e in rl.read_step_log(tmp_path / "run" / "steps.jsonl") if "pxr/rapr" in e]
     assert [e["step"] for e in steps] == [1, 2]  # written once, by the main process
     assert launch.LOG_FILE in os.listdir(tmp_path / "run" / "launch")
+
+
+def test_trainer_arguments_exist_before_the_model_is_loaded(tmp_path, monkeypatch):
+    """Under ZeRO-3, creating the GRPOConfig registers DeepSpeed's config with transformers; only a model loaded
+    after that is loaded sharded. The job must make them in that order and hand the same arguments to the trainer."""
+    data_dir = synth_run.smoke_dataset(tmp_path / "data", seed=0, episode_config=EPISODE)
+    calls, made = [], {}
+
+    def trainer_args(*args, **kwargs):
+        calls.append("arguments")
+        made["args"] = object()
+        return made["args"]
+
+    def make_trainer(*args, **kwargs):
+        calls.append("trainer")
+        assert kwargs["args"] is made["args"]
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(rl, "trainer_args", trainer_args)
+    monkeypatch.setattr(rl_job.models, "load_model", lambda *a, **k: calls.append("load") or (None, None))
+    monkeypatch.setattr(rl, "make_trainer", make_trainer)
+    job = rl_job.rl_job("some/model", data_dir, tmp_path / "run", EPISODE, RewardConfig(), RLConfig())
+    with pytest.raises(RuntimeError, match="stop here"):
+        rl_job.run(job)
+    assert calls == ["arguments", "load", "trainer"]
+
+
+def test_ready_made_arguments_get_the_stop_tokens(tmp_path):
+    data_dir = synth_run.smoke_dataset(tmp_path / "data", seed=0, episode_config=EPISODE)
+    queries, _ = rl_job.data.read_jsonl(data_dir / synth_run.RL_QUERIES, rl_job.data.RLQuery)
+    config = RLConfig(num_generations=2, per_device_train_batch_size=2)
+    args = rl.trainer_args(config, tmp_path / "run", EPISODE)
+    model, processor = models.load_model(models.build_tiny_model(tmp_path / "tiny", seed=0), episode_config=EPISODE)
+    trainer = rl.make_trainer(model, processor, queries, data_root=data_dir, output_dir=tmp_path / "run",
+                              episode_config=EPISODE, reward_config=RewardConfig(), rl_config=config, args=args)  # fmt: skip
+    assert trainer.args is args and args.output_dir == str(tmp_path / "run" / "checkpoints")
+    close = rl.tool_call_close_id(processor)
+    assert close in args.generation_kwargs["eos_token_id"] and close in trainer.generation_config.eos_token_id
