@@ -7,7 +7,7 @@ batch 8 by default, 10 warm-up steps), then rolls out held-out tile_digit items 
 made at all, the box exactly as synthesis writes the tile's (the family's whole pixels of the overview), IoU >= 0.5,
 crop holds the tile, and how many distinct boxes were asked for.
 
-    python benchmarks/grid_box_probe.py OUT_DIR [--steps 125] [--batch 8] [--items 500] [--threads 2]
+    python benchmarks/grid_box_probe.py OUT_DIR [--steps 125] [--batch 8] [--items 500] [--threads 2] [--device cuda]
 """
 
 import argparse
@@ -71,14 +71,17 @@ def main():
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8, help="trajectories per step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    items = synth_run.write_seed_items("tile_digit", args.items, 0, out, split="sft", workers=2, **KNOBS)
-    items += synth_run.write_seed_items("tile_colour", args.items // 5, 0, out, split="sft", workers=2, **KNOBS)
-    held = synth_run.write_seed_items("tile_digit", args.held_out, 2, out, split="eval", workers=2, **KNOBS)
+    items = synth_run.write_seed_items("tile_digit", args.items, 0, out, split="sft", workers=args.threads, **KNOBS)
+    items += synth_run.write_seed_items(
+        "tile_colour", args.items // 5, 0, out, split="sft", workers=args.threads, **KNOBS
+    )
+    held = synth_run.write_seed_items("tile_digit", args.held_out, 2, out, split="eval", workers=args.threads, **KNOBS)
     synth_run.export_queries(held, out / "eval_queries.jsonl")
     config = synth.SynthConfig(share_single=0.6, share_wrong_crop=0.1, share_two_wrong=0.1, share_overlarge=0.2)
     print(
@@ -89,7 +92,8 @@ def main():
     records, _ = data.read_jsonl(out / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     corpus = models.default_corpus(0) + [t.text for r in records for t in r.turns] + [r.question for r in records]
     model, processor = models.load_model(
-        models.build_tiny_model(out / "base", seed=0, size="small", corpus=corpus), episode_config=EPISODE
+        models.build_tiny_model(out / "base", seed=0, size="small", corpus=corpus), episode_config=EPISODE,
+        device=args.device,
     )
     sft.freeze_vision_tower(model)
     tokenized = [sft.tokenize_example(processor, sft.sft_example(r, out, EPISODE)) for r in records]
@@ -102,6 +106,7 @@ def main():
     start = time.time()
     for step in range(args.steps):
         batch = collate([tokenized[order[(step * args.batch + k) % len(order)]] for k in range(args.batch)])
+        batch = {k: v.to(args.device) if hasattr(v, "to") else v for k, v in batch.items()}
         for group in optimizer.param_groups:
             group["lr"] = 1e-3 * min(1.0, (step + 1) / 10)
         loss = model(**batch).loss
