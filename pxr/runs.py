@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
+from pxr import light_records
 from pxr import params as P
-from pxr import thumbnails
 
 OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
 CHECKPOINTS = "checkpoints"  # where the training notebooks keep what they resume from
@@ -264,8 +264,8 @@ def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_out
     except Exception as err:  # kernel death, bad notebook: still leave a run.json that says so
         error = f"{type(err).__name__}: {err}"
     seconds = time.monotonic() - start
-    if (out / "executed.ipynb").exists():  # a record git keeps: figures as JPEG thumbnails (pxr.thumbnails)
-        thumbnails.shrink_notebook_figures(out / "executed.ipynb")
+    if (out / "executed.ipynb").exists():  # a record git keeps: JPEG thumbnails, no widget state (pxr.light_records)
+        light_records.lighten_notebook(out / "executed.ipynb")
     if not (out / "metrics.json").exists():
         write_metrics(out, {})
     metrics = json.loads((out / "metrics.json").read_text())

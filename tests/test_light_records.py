@@ -1,4 +1,4 @@
-"""pxr.thumbnails: PNG figures of an executed notebook become JPEG thumbnails, text outputs stay as they were."""
+"""pxr.light_records: PNG figures of an executed notebook become JPEG thumbnails, widget state goes, text stays."""
 
 import base64
 import io
@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from pxr import thumbnails
+from pxr import light_records
 
 
 def _png_b64(size=(1800, 1200), mode="RGBA") -> str:
@@ -34,11 +34,14 @@ def test_png_figures_become_small_jpegs_and_text_is_kept(tmp_path):
     strip = {"output_type": "display_data", "data": {"image/jpeg": _jpeg_b64((5000, 250))}, "metadata": {}}
     printed = {"output_type": "stream", "name": "stdout", "text": "accuracy 0.61\n"}
     notebook = {"cells": [{"cell_type": "code", "source": "plot()", "outputs": [figure, printed, small, strip], "metadata": {},
-                           "execution_count": 1}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+                           "execution_count": 1}], "metadata": {"widgets": {"state": {"k": "v" * 1000}}, "kernelspec": {"name": "python3"}},
+                "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
     path.write_text(json.dumps(notebook))
-    before, after = thumbnails.shrink_notebook_figures(path)
+    before, after = light_records.lighten_notebook(path)
     assert after < before / 2
-    outputs = json.loads(path.read_text())["cells"][0]["outputs"]
+    saved = json.loads(path.read_text())
+    assert saved["metadata"] == {"kernelspec": {"name": "python3"}}  # the progress bars' widget state is gone
+    outputs = saved["cells"][0]["outputs"]
     data = outputs[0]["data"]
     assert "image/png" not in data and data["text/plain"] == "<Figure>"
     image = Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"])))
@@ -50,7 +53,7 @@ def test_png_figures_become_small_jpegs_and_text_is_kept(tmp_path):
     shrunk = Image.open(io.BytesIO(base64.b64decode(outputs[3]["data"]["image/jpeg"])))
     assert shrunk.size == (3464, 173)  # a wide strip keeps its shape
     # a second pass has nothing left to do
-    assert thumbnails.shrink_notebook_figures(path)[0] == thumbnails.shrink_notebook_figures(path)[1]
+    assert light_records.lighten_notebook(path)[0] == light_records.lighten_notebook(path)[1]
 
 
 def _jpeg_b64(size) -> str:
@@ -60,5 +63,5 @@ def _jpeg_b64(size) -> str:
 
 
 def test_a_small_figure_is_not_enlarged(tmp_path):
-    jpeg, size = thumbnails.jpeg_thumbnail(_png_b64((300, 200), "RGB"))
+    jpeg, size = light_records.jpeg_thumbnail(_png_b64((300, 200), "RGB"))
     assert size == (300, 200) and Image.open(io.BytesIO(base64.b64decode(jpeg))).size == (300, 200)

@@ -1,12 +1,14 @@
-"""Figures in executed notebooks as JPEG thumbnails, so committed run records stay light.
+"""Executed notebooks made light before their record is kept: figures as JPEG thumbnails, no progress-bar state.
 
 Matplotlib's inline backend embeds every figure as a full-size PNG, and a trajectory strip can be a 5,560-px-wide
 JPEG; a training notebook's records reached a megabyte of base64 that git keeps forever. After papermill saves a
 run's `executed.ipynb`, the runner (`pxr.runs`) rewrites each PNG output, and each JPEG larger than the budget, as a
 JPEG of at most `max_pixels` pixels (the aspect ratio kept): a reader still sees the curves and zoom boxes, at a
-fraction of the bytes. Transparency is flattened onto white, as the notebook showed it.
+fraction of the bytes. Transparency is flattened onto white, as the notebook showed it. The notebook's saved widget
+state (tqdm progress bars drawn as ipywidgets: 124 KB in a perception-base record) goes too: a saved notebook
+shows its progress bars as text anyway.
 
-Tests: tests/test_thumbnails.py.
+Tests: tests/test_light_records.py.
 """
 
 from __future__ import annotations
@@ -43,11 +45,10 @@ def _pixels(b64: str) -> int:
     return width * height
 
 
-def shrink_notebook_figures(
-    path: str | Path, *, max_pixels: int = MAX_PIXELS, quality: int = QUALITY
-) -> tuple[int, int]:
-    """Rewrite every PNG output, and every JPEG over `max_pixels`, of the notebook at `path` as a JPEG thumbnail, in
-    place. Returns the file's bytes before and after (equal when there was nothing to shrink)."""
+def lighten_notebook(path: str | Path, *, max_pixels: int = MAX_PIXELS, quality: int = QUALITY) -> tuple[int, int]:
+    """Rewrite every PNG output, and every JPEG over `max_pixels`, of the notebook at `path` as a JPEG thumbnail, and
+    drop its saved widget state, in place. Returns the file's bytes before and after (equal when there was nothing
+    to lighten)."""
     path = Path(path)
     raw = path.read_text()
     notebook = json.loads(raw)
@@ -71,6 +72,8 @@ def shrink_notebook_figures(
             metadata.pop(kind, None)
             metadata["image/jpeg"] = {"width": width, "height": height}
             changed = True
+    if notebook.get("metadata", {}).pop("widgets", None) is not None:
+        changed = True
     if not changed:
         return len(raw.encode()), len(raw.encode())
     text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
