@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy trap test-unit test-notebooks lint strip install clean-smoke
+.PHONY: demo test toy trap test-unit test-notebooks lint strip install clean-smoke gpu-deps-check
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -54,6 +54,12 @@ strip: $(STAMP)
 	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
 
 install: $(STAMP)
+
+# Does the GPU install (pyproject's gpu extra with constraints-gpu.txt) resolve on PyPI for Linux x86_64, CPython 3.11
+# and 3.12? A pip dry run that downloads metadata only (a few minutes; needs the index, so not part of `make test`).
+# Any Python 3.11+ with pip 23.3+ runs it: .venv's when it exists, no install needed.
+gpu-deps-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) .ci/gpu_deps_check.py
 
 # torch goes first, pinned, so nothing later pulls a CUDA build onto a CPU machine.
 $(STAMP): pyproject.toml constraints.txt

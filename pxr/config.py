@@ -188,6 +188,11 @@ class RLConfig:
     generation_micro_batch_size: int = 0
     logging_steps: int = 1
     seed: int = 0
+    report_to: str = "none"  # experiment trackers (transformers' report_to): none, tensorboard, wandb, trackio, ...
+    run_name: str = ""  # the run's name in the trackers; notebook 30 sets <stage>/<run>
+    # TRL logs a sample of rollouts every logging step: a parquet table under the checkpoints, printed when `rich` is
+    # installed, and a table in wandb or trackio when they are among the trackers.
+    log_completions: bool = False
 
     def __post_init__(self):
         if self.num_generations < 2:

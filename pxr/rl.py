@@ -22,7 +22,8 @@
 
 Tests: tests/test_rl.py (reward path, filtering, GRPO steps on the tiny model, crops in the loss forward),
 tests/test_rl_routing.py (what the model receives for every kind of call, truncation, filtering's gradient),
-tests/test_rl_dist.py (2 CPU processes give the rewards of 1, and finish when their rollouts differ in turns).
+tests/test_rl_dist.py (2 CPU processes give the rewards of 1, and finish when their rollouts differ in turns),
+tests/test_trackers.py (report_to, run_name and log_completions reach TRL; TensorBoard events of GRPO steps).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
 from pxr.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
+from pxr.sft import checkpointing_setting
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
 
@@ -242,6 +244,16 @@ def mask_after_observation(tool_mask: list[int], completion_mask: list[int], obs
     return masked
 
 
+def content_as_parts(messages):
+    """A conversation whose every message content is a list of parts: a tool turn's content is already one (the crop
+    and its text), the assistant's a plain string, and pyarrow cannot hold both in one column of TRL's table of logged
+    completions (`log_completions`)."""
+    if not isinstance(messages, list):
+        return messages
+    return [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m.get("content"), str) else m
+            for m in messages]  # fmt: skip
+
+
 def _trainer_class():
     from trl import GRPOTrainer
 
@@ -291,6 +303,13 @@ def _trainer_class():
                 # Generation stopped at `</tool_call>`; the template closes the assistant turn before the tool turn.
                 suffix = [self._tokenizer.eos_token_id, *suffix]
             return suffix
+
+        def log(self, logs, start_time=None):
+            if self.log_completions:  # TRL writes the logged rollouts to a parquet table: one content type a column
+                for key in ("prompt", "completion"):
+                    for i, messages in enumerate(self._logs[key]):
+                        self._logs[key][i] = content_as_parts(messages)
+            super().log(logs, start_time)
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
@@ -401,11 +420,13 @@ def grpo_args(rl_config: RLConfig, output_dir, *, episode_config: EpisodeConfig 
         **{name: getattr(c, name) for name in VLLM_SETTINGS},
         generation_kwargs=generation_kwargs or None,
         bf16=c.bf16,
-        activation_checkpointing=c.gradient_checkpointing,
+        **checkpointing_setting(c.gradient_checkpointing),
         use_cpu=not torch.cuda.is_available(),
         logging_steps=c.logging_steps,
         seed=c.seed,
-        report_to=[],
+        report_to=c.report_to,
+        run_name=c.run_name or None,
+        log_completions=c.log_completions,
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )

@@ -16,7 +16,7 @@ folder that holds no finished record carries a `.gitignore` until its run finish
 never committed by accident. A run whose metrics count failed items (`failed_items` > 0) is recorded `partial`:
 kept, reported, and run again by `pxr pipeline`.
 
-Tests: tests/test_runs.py.
+Tests: tests/test_runs.py; tests/test_trackers.py (tracker run names, reporting parameters outside the hash).
 """
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ def output_dir_for(output_dir: str, stem: str) -> Path:
     return path
 
 
+def tracker_run_name(output_dir: str | Path, stem: str) -> str:
+    """A run's name in experiment trackers: `<stem>/<run>` (`20_train_sft/smoke`), the run being the output
+    folder's name (`pxr run` writes to `outputs/<stem>/<run>`; an interactive run's temp folder names it too)."""
+    return f"{stem}/{Path(output_dir).name}"
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
         value = value.item()
@@ -141,8 +147,14 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+# Where a run reports, not what it computes: turning a tracker on neither redoes a finished run nor refuses to
+# resume its checkpoints, and records made before these parameters existed keep their hash.
+REPORTING_PARAMS = ("report_to", "run_name", "log_completions")
+
+
 def params_hash(params: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    computed = {k: v for k, v in params.items() if k not in REPORTING_PARAMS}
+    return hashlib.sha256(json.dumps(computed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_run(folder: Path) -> dict[str, Any]:

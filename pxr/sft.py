@@ -16,7 +16,7 @@ beside the final `<run>/model`: the released recipe starts RL from the warm-star
 Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, lazy replay equal to the eager one, a few
 training steps, resume, a finished run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable,
 distinct from the final one, kept across resume, LoRA merged); tests/test_launch.py for the launched path
-(pxr.sft_job).
+(pxr.sft_job); tests/test_trackers.py (report_to and run_name reach the Trainer; TensorBoard events of SFT steps).
 """
 
 from __future__ import annotations
@@ -305,6 +305,16 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
     return torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep])
 
 
+def checkpointing_setting(enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing as a `TrainingArguments` keyword: `activation_checkpointing` from transformers 5.23,
+    `gradient_checkpointing` before it. vLLM's releases cap transformers below 5.23, so GPU servers run an older one
+    (constraints-gpu.txt); from 5.23 on, the old name mirrors the new one, so either can be read back."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": enabled}
+
+
 def training_arguments(
     output_dir,
     *,
@@ -322,12 +332,18 @@ def training_arguments(
     bf16: bool = False,
     gradient_checkpointing: bool = False,
     logging_steps: int = 1,
+    report_to: str | list[str] = "none",
+    run_name: str = "",
 ):
     """The `TrainingArguments` of an SFT run. Made before the model is loaded in a launched job: under an accelerate
     DeepSpeed ZeRO-3 launch, creating them is what lets `from_pretrained` load the weights already sharded.
 
     `adam_beta2` and `weight_decay` default to Trainer's (0.999, 0). A from-scratch toy model learned to read scene
-    crops with 0.98 and 0.01 and stayed at chance with the defaults (outputs/LOG.md, 2026-11-24)."""
+    crops with 0.98 and 0.01 and stayed at chance with the defaults (outputs/LOG.md, 2026-11-24).
+
+    `report_to` names transformers' experiment trackers ("none", "tensorboard", "wandb", "trackio", ...) and
+    `run_name` the run there (notebook 20 passes `<stage>/<run>`, `pxr.runs.tracker_run_name`). TensorBoard writes
+    under `output_dir/runs/`; the args, run name included, are its first record."""
     from transformers import TrainingArguments
 
     if not 0.0 <= warmup_ratio < 1.0:
@@ -347,9 +363,10 @@ def training_arguments(
         save_steps=save_steps,
         seed=seed,
         bf16=bf16,
-        activation_checkpointing=gradient_checkpointing,  # the new name of gradient_checkpointing
+        **checkpointing_setting(gradient_checkpointing),
         use_cpu=not torch.cuda.is_available(),  # also what makes a multi-process launch on CPU use gloo
-        report_to=[],
+        report_to=report_to,
+        run_name=run_name or None,
         remove_unused_columns=False,
         logging_steps=logging_steps,
         dataloader_num_workers=0,
@@ -401,7 +418,7 @@ def make_trainer(
         model = get_peft_model(model, lora)
     if freeze_vision:
         freeze_vision_tower(model)
-    if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
+    if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):  # mirrors the new name
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     model.train()
     trainer = _checkpoint_trainer_class()(
