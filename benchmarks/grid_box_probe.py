@@ -7,7 +7,8 @@ batch 8 by default, 10 warm-up steps), then rolls out held-out tile_digit items 
 made at all, the box exactly as synthesis writes the tile's (the family's whole pixels of the overview), IoU >= 0.5,
 crop holds the tile, and how many distinct boxes were asked for.
 
-    python benchmarks/grid_box_probe.py OUT_DIR [--steps 125] [--batch 8] [--items 500] [--threads 2] [--device cuda]
+    python benchmarks/grid_box_probe.py OUT_DIR [--steps 125] [--batch 8] [--items 500] [--threads 2] [--size small]
+      [--device cuda]
 """
 
 import argparse
@@ -71,6 +72,7 @@ def main():
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8, help="trajectories per step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", default="small", help="a pxr.models.MODEL_SIZES entry to build fresh")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,7 +94,7 @@ def main():
     records, _ = data.read_jsonl(out / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     corpus = models.default_corpus(0) + [t.text for r in records for t in r.turns] + [r.question for r in records]
     model, processor = models.load_model(
-        models.build_tiny_model(out / "base", seed=0, size="small", corpus=corpus), episode_config=EPISODE,
+        models.build_tiny_model(out / "base", seed=0, size=args.size, corpus=corpus), episode_config=EPISODE,
         device=args.device,
     )
     sft.freeze_vision_tower(model)
