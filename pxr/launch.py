@@ -29,11 +29,29 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "launch.log"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Notebooks 20 and 30's launch parameters; `launch(module, job, work_dir, **asdict(config))` takes them as they
+    are. Empty or 0 means the accelerate config's value (or one machine, a free port)."""
+
+    accelerate_config: str = ""  # an accelerate config file (configs/accelerate/)
+    num_processes: int = 0  # processes to launch
+    num_machines: int = 0  # machines of a multi-node launch; each runs the stage with its own machine_rank
+    machine_rank: int = 0  # this machine's rank among num_machines
+    main_process_ip: str = ""  # address of the machine of rank 0
+    main_process_port: int = 0  # rendezvous port
+
+    def settings(self) -> dict:
+        """The keyword arguments of `launch`."""
+        return asdict(self)
 
 
 class LaunchFailed(RuntimeError):

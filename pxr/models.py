@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -436,3 +437,69 @@ def random_model_of_size(size: str, work_dir: str | Path, *, seed: int = 0, dtyp
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------- a training stage's start
+
+
+def starting_model(
+    model_name_or_path: str | Path = "",
+    *,
+    sft_dir: str | Path = "",
+    build_dir: str | Path,
+    corpus=(),
+    seed: int = 0,
+    size: str = "tiny",
+) -> str | Path:
+    """Where a training stage's model comes from (notebooks 20 and 30): `model_name_or_path` (a hub id or a local
+    folder) when set; else the final `model` folder of the notebook-20 run `sft_dir`; else a fresh tiny model of
+    `size` built in `build_dir` (`build_tiny_model`), whose tokenizer is trained on `default_corpus(seed)` and the
+    run's own texts `corpus`, so that they tokenize into few tokens."""
+    if model_name_or_path:
+        return model_name_or_path
+    if sft_dir:
+        path = Path(sft_dir) / "model"
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} not found: run `pxr run 20_train_sft <run>` first, or set sft_dir")
+        return path
+    return build_tiny_model(build_dir, seed=seed, size=size, corpus=default_corpus(seed) + list(corpus))
+
+
+@dataclass
+class Policy:
+    """A model in training with its processor and the episode settings its family needs (`episode_config_for`).
+    `model` is None while the weights live in launched processes (`pxr.sft_job`, `pxr.rl_job`)."""
+
+    path: str | Path
+    model: Any
+    processor: Any
+    episode_config: EpisodeConfig
+
+    def describe(self) -> str:
+        """The model's path and size (or that launched processes hold it)."""
+        if self.model is None:
+            return f"{self.path} (loaded by the launched processes)"
+        return f"{self.path} ({count_parameters(self.model) / 1e6:.2f}M parameters)"
+
+
+def load_policy(path: str | Path, episode_config: EpisodeConfig, *, bf16: bool = False,
+                processor_only: bool = False) -> Policy:  # fmt: skip
+    """The model at `path` ready to train: bfloat16 weights with `bf16`, else float32; with `processor_only` the
+    processor alone, its pixel limits set (a launched run loads the weights in its own processes)."""
+    episode_config = episode_config_for(path, episode_config)  # the model family's box convention
+    if processor_only:
+        processor = load_processor(path)
+        set_pixel_limits(processor, episode_config)
+        return Policy(path, None, processor, episode_config)
+    model, processor = load_model(path, episode_config=episode_config, dtype="bfloat16" if bf16 else "float32")
+    return Policy(path, model, processor, episode_config)
+
+
+def release(policy: Policy) -> None:
+    """Drop the policy's weights from this process (before launched processes take the accelerators)."""
+    import gc
+
+    policy.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -25,7 +25,7 @@ import copy
 import shutil
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -259,7 +259,61 @@ class SFTDataset(torch.utils.data.Dataset):
         return tokenize_example(self.processor, example, self.max_length, self.with_answer_mask)
 
 
+# Trajectories that correct a wrong op (their wrong-op turns are masked): what `loss_mask_summary` shows first.
+SELF_CORRECTION_VARIANTS = ("wrong_crop", "two_wrong", "overlarge")
+
+
+def loss_mask_summary(processor, records, root, episode_config: EpisodeConfig, *, max_chars: int = 600) -> str:
+    """What the loss sees of one example, as text: the first self-correction trajectory (`SELF_CORRECTION_VARIANTS`)
+    or else the first one, how many of its tokens are in the loss, and their text (the masked turns left out)."""
+    shown = next((r for r in records if r.variant in SELF_CORRECTION_VARIANTS), records[0])
+    tokens = tokenize_example(processor, sft_example(shown, root, episode_config))
+    in_loss = tokens["labels"] != IGNORE_INDEX
+    learned = processor.tokenizer.decode(tokens["input_ids"][in_loss])
+    return (f"{shown.id}: {int(in_loss.sum())} of {tokens['input_ids'].numel()} tokens in the loss\n"
+            f"learned: {learned[:max_chars]}")  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Notebook 20's training parameters. `training_settings()` are `training_arguments`' (through `make_trainer` or
+    `pxr.sft_job.sft_job`); `lora_rank`, `freeze_vision` and `answer_loss_weight` are `make_trainer`'s."""
+
+    learning_rate: float = 1e-3  # lr (paper: 1e-6 for the 7B model)
+    lr_scheduler_type: str = "cosine"  # paper: cosine
+    warmup_ratio: float = 0.1  # paper: 10 %
+    adam_beta2: float = 0.999  # Trainer's default
+    weight_decay: float = 0.0  # Trainer's default
+    num_train_epochs: float = 1.0  # paper: 5
+    max_steps: int = 8  # 0 means train for num_train_epochs
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    save_steps: int = 200
+    save_model_at_epochs: tuple[int, ...] = ()  # also save model_epoch<N> at the end of these epochs (paper: [1])
+    logging_steps: int = 1
+    lora_rank: int = 0  # 0 means full fine-tuning
+    freeze_vision: bool = True  # paper
+    answer_loss_weight: float = 0.0  # 0: plain SFT, the paper's (see make_trainer)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
+    run_name: str = ""
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "save_model_at_epochs", check_epochs(self.save_model_at_epochs))
+        if self.answer_loss_weight < 0:
+            raise ValueError(f"answer_loss_weight must be >= 0, got {self.answer_loss_weight}")
+
+    def training_settings(self) -> dict:
+        """`training_arguments`' keywords (max_steps 0 as -1: train for the epochs) and `save_model_at_epochs`."""
+        settings = asdict(self)
+        for name in ("lora_rank", "freeze_vision", "answer_loss_weight"):
+            settings.pop(name)
+        return {**settings, "max_steps": self.max_steps or -1, "save_model_at_epochs": list(self.save_model_at_epochs)}
 
 
 def freeze_vision_tower(model) -> int:

@@ -274,6 +274,14 @@ def rollout_images(trajectory) -> tuple[list[Image.Image], list[str]]:
     return pictures, titles
 
 
+SMOOTH_POINTS = 20  # smooth="auto": a rolling mean over a twentieth of a series' points
+
+
+def smoothing_window(n_points: int) -> int:
+    """The rolling-mean window `curves(smooth="auto")` uses for a series of `n_points`: 1 (none) below 40 points."""
+    return max(1, n_points // SMOOTH_POINTS)
+
+
 def curves(
     series: dict[str, Sequence[tuple[float, float]]],
     *,
@@ -281,19 +289,37 @@ def curves(
     ylabel: str = "",
     title: str = "",
     size: tuple[float, float] = (5.0, 2.6),
+    smooth: int | str = 1,
+    references: dict[str, float] | None = None,
 ) -> Figure:
-    """Named (x, y) series on one axis: a loss curve, RaPR against accuracy, ..."""
+    """Named (x, y) series on one axis: a loss curve, RaPR against accuracy, ...
+
+    `smooth`: a trailing rolling mean over that many points (`pxr.ablations.smooth`), or "auto"
+    (`smoothing_window`); a smoothed series is drawn solid, labelled with its window, over its raw values drawn faint
+    in the same colour. `references`: named horizontal lines, dashed (a target such as H, a baseline)."""
+    from pxr.ablations import smooth as rolling_mean
+
     fig = Figure(figsize=size)
     ax = fig.add_subplot()
     for name, points in series.items():
-        if points:
-            xs, ys = zip(*points, strict=True)
+        if not points:
+            continue
+        window = smoothing_window(len(points)) if smooth == "auto" else int(smooth)
+        xs, ys = zip(*points, strict=True)
+        if window > 1:
+            (raw,) = ax.plot(xs, ys, alpha=0.25, linewidth=0.8)
+            xs, ys = zip(*rolling_mean(list(points), window), strict=True)
+            ax.plot(xs, ys, label=f"{name} (mean of {window})", color=raw.get_color())
+        else:
             ax.plot(xs, ys, label=name, marker="." if len(points) < 30 else None)
+    for name, value in (references or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="grey", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    if len(series) > 1:
-        ax.legend()
+    labels = ax.get_legend_handles_labels()[1]
+    if len(labels) > 1 or any("(mean of" in label for label in labels):
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 
