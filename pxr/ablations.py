@@ -282,10 +282,12 @@ ARM_PARAMETER = "curiosity_coef"  # α (paper §4): the arms of the learning-tra
 TABLE_COLUMNS = (
     ("acc_zoom_needed", "zoom-needed acc"),
     ("acc_coarse", "coarse acc"),
+    ("acc_all", "acc, all items"),  # only where the items do not say which need an op
     ("acc_named", "named-suite acc"),
     *((f"acc_{suite}", f"{suite} acc") for suite in PAPER_SUITES),
     ("rapr_zoom_needed", "RaPR zoom-needed"),
     ("rapr_coarse", "RaPR coarse"),
+    ("rapr_all", "RaPR, all items"),
     ("op_error_rate", "op errors"),
     ("valid_calls", "valid calls"),
 )
@@ -335,6 +337,8 @@ def _model_figures(training: RunRecord | None, evals: dict[str, RunRecord]) -> t
         m, prefix = {}, ""
     for column in ("accuracy_zoom_needed", "accuracy_coarse", "rapr_zoom_needed", "rapr_coarse", "op_error_rate"):
         figures[column.replace("accuracy", "acc")] = m.get(prefix + column)
+    if figures["acc_zoom_needed"] is None and figures["acc_coarse"] is None:  # items without the needs-op split
+        figures["acc_all"], figures["rapr_all"] = m.get(prefix + "accuracy"), m.get(prefix + "rapr")
     if training is not None:
         figures["valid_calls"] = _first(training.metrics, VALID_CALLS)
     for benchmark, run in evals.items():
@@ -444,11 +448,14 @@ def baseline_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     """The chance and majority-answer rows, in the table's accuracy columns, from the scored records
     (`records.jsonl`) of one evaluation per suite; [] when no evaluation kept its records (they are not committed:
     rerun notebook 40 on this machine)."""
-    from pxr.evaluate import RECORDS
+    evaluations = sorted((r for r in runs if _stage_kind(r.stage) == "40"), key=lambda r: r.run)
+    if not evaluations:
+        return []
+    from pxr.evaluate import RECORDS  # imports the model code: only when there is an evaluation
 
     figures: dict[str, dict[str, Any]] = {CHANCE: {}, MAJORITY: {}}
     seen = set()
-    for run in sorted((r for r in runs if _stage_kind(r.stage) == "40"), key=lambda r: r.run):
+    for run in evaluations:
         benchmark = _benchmark(run)
         if benchmark in seen or not (run.folder / RECORDS).exists():
             continue

@@ -418,7 +418,7 @@ def arm_small_multiples(
             if ylim is not None:
                 ax.set_ylim(*ylim)
             for y, name in (panel.get("hlines") or {}).get(key, []):
-                ax.axhline(y, color="grey", linestyle="--", linewidth=0.8)
+                ax.axhline(y, color="grey", linestyle="--", linewidth=0.8, label=f"_{name}")
                 ax.annotate(
                     name,
                     (1.0, y),
