@@ -430,6 +430,7 @@ def arm_small_multiples(
                 )
             if not arms:
                 ax.text(0.5, 0.5, absent_text, transform=ax.transAxes, ha="center", va="center", color="grey")
+                ax.tick_params(axis="x", labelbottom=False)
                 continue
             for arm, runs in arms.items():
                 series = {run: figures.get(key) or [] for run, figures in runs.items()}
