@@ -1,13 +1,19 @@
-"""Our runs in the layout of the paper's Table 1 (SPEC §4.3, §6), and the learning-trap curves (paper Fig. 3).
+"""Our runs in the layout of the paper's Table 1 (arXiv 2505.15966, §5, Table 1), and the learning-trap figures
+(§5.2).
 
 `collect_runs` walks `outputs/<stem>/<run>/` (metrics.json, params.yaml, run.json and, for RL, steps.jsonl); a
 folder it cannot read is counted in the report, not fatal. `classify` puts each SFT, RL or evaluation run in a row
 of Table 1 from its stage and parameters: SFT only; RL without curiosity (α = 0); RL; RL without self-correction
 data (its SFT model was trained on a synthesis with no self-correction trajectories); controls (the text-only
-prompt, a model that had no SFT). `table_rows` gives one flat dict per run with the same columns whichever stage
-wrote it (accuracy and RaPR read from whatever figures the run has); `step_curves` gives RaPR and accuracy per
-step of every RL run for one plot; `trap_map_figure` draws the learning-trap map (a panel per knob value, RL with and
-without curiosity in two colours).
+prompt, blank observations, a model that had no SFT); other models.
+
+`table1` gives one row per model variant: a training run joined with the evaluations of its model (the main suite's
+zoom-needed and coarse accuracy, the named hard suite, the paper's benchmarks), seeds of one variant (runs whose
+parameters differ only in the seed) as mean ± half the range; `baseline_rows` the chance and majority-answer rows;
+`table1_markdown_rows` the shown columns, the paper's first; `all_metrics` everything else for metrics.json
+(`table_rows`: every run's flat row, whatever stage wrote it). `learning_trap_figure` draws small multiples: a
+panel per knob value of the trap map (`trap_knobs`, `trap_panels`) or per RL line (`line_panels`), with and without
+curiosity in two colours, seeds thin and their mean thick, sampled RaPR above accuracy.
 
 Tests: tests/test_ablations.py.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,17 +233,12 @@ def smooth(points: list[tuple[float, float]], window: int) -> list[tuple[float, 
     return averaged
 
 
-def step_curves(runs: list[RunRecord], keys=("pxr/rapr", "pxr/accuracy"), *, window: int = 1) -> dict[str, list]:
-    """`<run> <figure>` -> [(step, value)] for every RL run with a step log: the learning-trap plot's series."""
-    series = {}
-    for run in runs:
-        if _stage_kind(run.stage) != "30" or not run.steps:
-            continue
-        for key in keys:
-            points = [(s["step"], s[key]) for s in run.steps if s.get(key) is not None and "step" in s]
-            if points:
-                series[f"{run.run} {key.removeprefix('pxr/')}"] = smooth(points, window)
-    return series
+def run_curves(run: RunRecord, keys=("pxr/rapr", "pxr/accuracy"), *, window: int = 1) -> dict[str, list]:
+    """figure -> [(step, value)] of one RL run's step log, smoothed over `window` steps (figures it lacks: [])."""
+    return {
+        key: smooth([(s["step"], s[key]) for s in run.steps if s.get(key) is not None and "step" in s], window)
+        for key in keys
+    }
 
 
 def summary_metrics(runs: list[RunRecord], report: dict) -> dict[str, Any]:
@@ -267,72 +269,368 @@ class AblationsConfig:
         return Path(self.outputs_root) if self.outputs_root else repo_root() / "outputs"
 
 
-def learning_trap_figure(series: dict[str, list], *, title: str = "RL runs: RaPR (solid) and accuracy (dashed)"):
-    """Every RL run's RaPR and accuracy on one axis: one colour per run, RaPR solid, accuracy dashed (paper Fig. 3:
-    without curiosity RaPR falls towards zero while accuracy holds)."""
-    from matplotlib.figure import Figure
+# ------------------------------------------------------------------------ Table 1: one row per model variant
 
-    fig = Figure(figsize=(7.0, 3.6))
-    ax = fig.add_subplot()
-    runs = list(dict.fromkeys(name.rsplit(" ", 1)[0] for name in series))
-    colours = {run: f"C{i % 10}" for i, run in enumerate(runs)}
-    for name, points in series.items():
-        run, figure = name.rsplit(" ", 1)
-        xs, ys = zip(*points, strict=True)
-        ax.plot(
-            xs,
-            ys,
-            color=colours[run],
-            linestyle="-" if figure == "rapr" else "--",
-            label=run if figure == "rapr" else None,
+MAIN_SUITE = "synthetic-zoom"  # the toy line's held-out grid items, zoom-needed and coarse
+NAMED_SUITE = "synthetic-zoom-named"  # the hard held-out suite: the target named by colour and shape
+PAPER_SUITES = ("vstar", "tallyqa-complex", "infovqa", "mvbench")  # paper §5, Table 1's benchmarks, in its order
+RUN_ONLY_PARAMETERS = ("output_dir", "run_name")  # parameters that name a run, not what it trains
+SEED_PARAMETER = "seed"  # runs whose parameters differ only in it are seeds of one variant
+ARM_PARAMETER = "curiosity_coef"  # α (paper §4): the arms of the learning-trap figures
+# The shown columns, the paper's first (paper §5, Table 1: accuracy per benchmark; then RaPR; then how the ops went).
+# A column shows when some row has a figure in it; every other figure of every run goes to metrics.json.
+TABLE_COLUMNS = (
+    ("acc_zoom_needed", "zoom-needed acc"),
+    ("acc_coarse", "coarse acc"),
+    ("acc_all", "acc, all items"),  # only where the items do not say which need an op
+    ("acc_named", "named-suite acc"),
+    *((f"acc_{suite}", f"{suite} acc") for suite in PAPER_SUITES),
+    ("rapr_zoom_needed", "RaPR zoom-needed"),
+    ("rapr_coarse", "RaPR coarse"),
+    ("rapr_all", "RaPR, all items"),
+    ("op_error_rate", "op errors"),
+    ("valid_calls", "valid calls"),
+)
+VALID_CALLS = ("eval_valid_call_rate_zoom_needed", "eval_valid_tool_call_rate_op_needed")  # today's name, then older
+BASELINE_ROW = "baselines"
+CHANCE = "chance (answer prior)"  # Σ_a p(a)²: guessing from the gold answers' distribution
+MAJORITY = "majority answer per kind"  # each kind's most common gold answer, always
+NAMED_SUITE_HINT = "pxr run 40_evaluate toy_named"
+
+
+@dataclass
+class Variant:
+    """One model (a training run and its evaluations, or an evaluation of a model none of our runs trained)."""
+
+    row: str
+    name: str
+    group: tuple  # variants with the same group are seeds of one table row
+    figures: dict[str, Any]
+    runs: list[str]  # stage/run of every record behind it
+    seed: Any = None
+    source: str = ""  # where the main-suite figures come from: evaluation (notebook 40) or held-out (20 / 30)
+
+
+def _params_key(params: dict[str, Any], drop: tuple[str, ...]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k not in drop}, sort_keys=True, default=str)
+
+
+def _score(metrics: dict[str, Any]) -> Any:
+    """A benchmark's score: the figure its `metric` names (accuracy, ANLS)."""
+    return metrics.get(metrics.get("metric") or "accuracy", metrics.get("accuracy"))
+
+
+def _benchmark(run: RunRecord) -> str:
+    return run.params.get("benchmark") or run.metrics.get("benchmark") or MAIN_SUITE
+
+
+def _model_figures(training: RunRecord | None, evals: dict[str, RunRecord]) -> tuple[dict[str, Any], str]:
+    """The shown figures of one model: the main suite from its evaluation (else its training run's held-out
+    rollouts), the named and paper suites from their evaluations, valid calls from the held-out rollouts."""
+    figures: dict[str, Any] = {}
+    source = ""
+    if MAIN_SUITE in evals:
+        m, prefix, source = evals[MAIN_SUITE].metrics, "", "evaluation"
+    elif training is not None and any(k.startswith("eval_") for k in training.metrics):
+        m, prefix, source = training.metrics, "eval_", "held-out"
+    else:
+        m, prefix = {}, ""
+    for column in ("accuracy_zoom_needed", "accuracy_coarse", "rapr_zoom_needed", "rapr_coarse", "op_error_rate"):
+        figures[column.replace("accuracy", "acc")] = m.get(prefix + column)
+    if figures["acc_zoom_needed"] is None and figures["acc_coarse"] is None:  # items without the needs-op split
+        figures["acc_all"], figures["rapr_all"] = m.get(prefix + "accuracy"), m.get(prefix + "rapr")
+    if training is not None:
+        figures["valid_calls"] = _first(training.metrics, VALID_CALLS)
+    for benchmark, run in evals.items():
+        if benchmark != MAIN_SUITE:
+            figures["acc_named" if benchmark == NAMED_SUITE else f"acc_{benchmark}"] = _score(run.metrics)
+    return figures, source
+
+
+def model_variants(runs: list[RunRecord]) -> list[Variant]:
+    """Every model our records show: each SFT and RL run with the evaluations of its model (one per benchmark, the
+    first by run name; the others stay in metrics.json), and evaluations of other models (controls, released
+    checkpoints), an evaluation of the main and the named suite of the same model and control joined."""
+    training = {(r.stage, r.run): r for r in runs if r.row and _stage_kind(r.stage) in ("20", "30")}
+    evals: dict[tuple, dict[str, RunRecord]] = {}
+    first: dict[tuple, RunRecord] = {}
+    for run in sorted((r for r in runs if r.row and _stage_kind(r.stage) == "40"), key=lambda r: r.run):
+        control = run.params.get("control", run.metrics.get("control", "none"))
+        is_control = run.params.get("prompt") == "text" or control not in ("none", "", None)
+        source = None if is_control else (_referenced_run(run.params, "30") or _referenced_run(run.params, "20"))
+        model = str(run.params.get("model_path", ""))
+        key = source or (
+            ("control", model, str(control), str(run.params.get("prompt"))) if is_control else ("model", model)
         )
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of rollouts")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    if runs:
-        ax.legend(fontsize="small", ncol=max(1, len(runs) // 8), loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return fig
+        evals.setdefault(key, {}).setdefault(_benchmark(run), run)
+        first.setdefault(key, run)
+    variants = []
+    for key in list(training) + [k for k in evals if k not in training]:
+        trained = training.get(key)
+        evaluated = evals.get(key, {})
+        figures, source = _model_figures(trained, evaluated)
+        records = ([f"{trained.stage}/{trained.run}"] if trained else []) + [
+            f"{r.stage}/{r.run}" for r in evaluated.values()
+        ]
+        if trained is not None:
+            drop = RUN_ONLY_PARAMETERS + (SEED_PARAMETER,)
+            group = (trained.row, _stage_kind(trained.stage), _params_key(trained.params, drop))
+            variant = Variant(trained.row, trained.run, group, figures, records, trained.params.get(SEED_PARAMETER))
+        else:
+            evaluation = first[key]
+            name = key[1] if key[0][:2] in ("20", "30") else evaluation.run
+            variant = Variant(evaluation.row, name, ("eval", *key), figures, records)
+        variant.source = source
+        variants.append(variant)
+    return variants
 
 
-TRAP_PREFIX = "trap_"  # the learning-trap map's RL runs (params/30_train_rl/grid_trap_k*.yaml)
+def _seedless(name: str) -> str:
+    return re.sub(r"[_-](s|seed)\d+$", "", name)
 
 
-def trap_map_figure(runs: list[RunRecord], *, window: int = 1, prefix: str = TRAP_PREFIX):
-    """The learning-trap map: one panel per value of the knob (the query budget, `image_max_pixels`, of the RL runs
-    named `prefix`...), RL with curiosity (α > 0) in one colour and without in another, each seed a line; sampled
-    RaPR solid, accuracy dashed; H and H/2 as dotted lines (the target: without curiosity RaPR falls under H/2 while
-    with it it stays at or above H). Draws whatever has run; None when no such run has a step log."""
-    from matplotlib.figure import Figure
+def table1(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Table 1's rows: the variants, seeds of one variant joined (figures as mean, spread = half the range, n), in
+    the table's row order. Each row: row, variant (name), runs, seeds, source, figures {column: (mean, spread, n)}."""
+    groups: dict[tuple, list[Variant]] = {}
+    for variant in model_variants(runs):
+        groups.setdefault(variant.group, []).append(variant)
+    order = {row: i for i, row in enumerate(TABLE_ROWS)}
+    table = []
+    for members in groups.values():
+        members.sort(key=lambda v: (str(v.seed), v.name))
+        names = [v.name for v in members]
+        plain = [n for n in names if _seedless(n) == n]  # a run named without a seed suffix names the variant
+        name = min(plain or [_seedless(n) for n in names], key=lambda n: (len(n), n))
+        figures = {}
+        for column in dict.fromkeys(c for v in members for c in v.figures):
+            values = [v.figures[column] for v in members if isinstance(v.figures.get(column), (int, float))]
+            if values:
+                mean = sum(values) / len(values)
+                figures[column] = (mean, (max(values) - min(values)) / 2 if len(values) > 1 else None, len(values))
+        table.append(
+            {
+                "row": members[0].row,
+                "variant": name,
+                "runs": [r for v in members for r in v.runs],
+                "seeds": [v.seed for v in members if v.seed is not None],
+                "source": ", ".join(sorted({v.source for v in members if v.source})),
+                "figures": figures,
+            }
+        )
+    return sorted(table, key=lambda t: (order[t["row"]], t["variant"]))
 
-    trap = [r for r in runs if _stage_kind(r.stage) == "30" and r.run.startswith(prefix) and r.steps]
-    if not trap:
+
+def answer_baselines(records: list[dict[str, Any]]) -> dict[str, float]:
+    """What answering without looking scores on scored evaluation records, overall and per zoom-needed / coarse
+    group: `chance` guesses from the gold answers' distribution (Σ_a p(a)²), `majority` always gives each kind's most
+    common gold answer (`meta.kind`)."""
+    groups: dict[str, list[dict[str, Any]]] = {"": records}
+    for record in records:
+        needs_op = (record.get("meta") or {}).get("needs_op")
+        if needs_op is not None:
+            groups.setdefault("_zoom_needed" if needs_op else "_coarse", []).append(record)
+    result = {}
+    for suffix, items in groups.items():
+        if not items:
+            continue
+        answers = [str(r.get("answer")).strip().lower() for r in items]
+        counts = Counter(answers)
+        result[f"chance{suffix}"] = sum((n / len(answers)) ** 2 for n in counts.values())
+        by_kind: dict[str, Counter] = {}
+        for record, answer in zip(items, answers, strict=True):
+            by_kind.setdefault(str((record.get("meta") or {}).get("kind")), Counter())[answer] += 1
+        result[f"majority{suffix}"] = sum(c.most_common(1)[0][1] for c in by_kind.values()) / len(answers)
+    return result
+
+
+def baseline_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """The chance and majority-answer rows, in the table's accuracy columns, from the scored records
+    (`records.jsonl`) of one evaluation per suite; [] when no evaluation kept its records (they are not committed:
+    rerun notebook 40 on this machine)."""
+    evaluations = sorted((r for r in runs if _stage_kind(r.stage) == "40"), key=lambda r: r.run)
+    if not evaluations:
+        return []
+    from pxr.evaluate import RECORDS  # imports the model code: only when there is an evaluation
+
+    figures: dict[str, dict[str, Any]] = {CHANCE: {}, MAJORITY: {}}
+    seen = set()
+    for run in evaluations:
+        benchmark = _benchmark(run)
+        if benchmark in seen or not (run.folder / RECORDS).exists():
+            continue
+        records, _ = read_steps(run.folder / RECORDS)
+        if not records:
+            continue
+        seen.add(benchmark)
+        found = answer_baselines(records)
+        for label, kind in ((CHANCE, "chance"), (MAJORITY, "majority")):
+            if benchmark == MAIN_SUITE:
+                figures[label]["acc_zoom_needed"] = found.get(f"{kind}_zoom_needed")
+                figures[label]["acc_coarse"] = found.get(f"{kind}_coarse")
+            else:
+                figures[label]["acc_named" if benchmark == NAMED_SUITE else f"acc_{benchmark}"] = found[kind]
+    return [
+        {
+            "row": BASELINE_ROW,
+            "variant": label,
+            "runs": [],
+            "seeds": [],
+            "source": "evaluation records",
+            "figures": {c: (v, None, 1) for c, v in values.items() if v is not None},
+        }
+        for label, values in figures.items()
+        if values
+    ]
+
+
+def _figure_text(figure: tuple[float, float | None, int] | None) -> str:
+    if figure is None:
+        return ""
+    mean, spread, _ = figure
+    return f"{mean:.3f}" if spread is None else f"{mean:.3f} ± {spread:.3f}"
+
+
+def table1_markdown_rows(table: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+    """The shown table: row, variant (× seeds), the TABLE_COLUMNS some row has a figure in, and where the main-suite
+    figures come from; (rows, columns)."""
+    present = [(key, label) for key, label in TABLE_COLUMNS if any(key in t["figures"] for t in table)]
+    rows = []
+    for t in table:
+        name = t["variant"]
+        if len(t["runs"]) > 1 and len(t["seeds"]) > 1:
+            name += f" ×{len(t['seeds'])} (seeds {', '.join(str(s) for s in t['seeds'])})"
+        row = {"row": t["row"], "variant": name}
+        row.update({label: _figure_text(t["figures"].get(key)) for key, label in present})
+        row["from"] = t["source"]
+        rows.append(row)
+    return rows, ["row", "variant", *(label for _, label in present), "from"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "_", text.lower()).strip("_")
+
+
+def all_metrics(runs: list[RunRecord], report: dict, table: list[dict], baselines: list[dict]) -> dict[str, Any]:
+    """The notebook's metrics.json: the counts (`summary_metrics`); every column of every run's flat row
+    (`table_rows`) and every numeric figure its metrics.json holds, as `<stage>/<run>/<figure>`; the shown table as
+    `table/<row>/<variant>/<column>` (mean, `_spread`, `_n`, `runs`); the baselines as `baseline/<label>/<column>`."""
+    metrics = summary_metrics(runs, report)
+    by_name = {(r.stage, r.run): r for r in runs}
+    for row in table_rows(runs):
+        prefix = f"{row['stage']}/{row['run']}/"
+        run = by_name[(row["stage"], row["run"])]
+        numeric = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key, value in {**row, **numeric}.items():
+            if key not in ("stage", "run"):
+                metrics[prefix + key] = value
+    for t in table + baselines:
+        prefix = (
+            f"table/{_slug(t['row'])}/{t['variant']}/"
+            if t["row"] != BASELINE_ROW
+            else f"baseline/{_slug(t['variant'])}/"
+        )
+        metrics[prefix + "runs"] = ", ".join(t["runs"])
+        for column, (mean, spread, n) in t["figures"].items():
+            metrics[prefix + column] = mean
+            if t["row"] != BASELINE_ROW:
+                metrics[prefix + column + "_spread"] = spread
+                metrics[prefix + column + "_n"] = n
+    return metrics
+
+
+# -------------------------------------------------------------------------------- the learning-trap figures
+
+TRAP_PREFIX = "trap_"  # the learning-trap map's grids (params/30_train_rl/grid_trap_k*.yaml)
+TRAP_STEM = "30_train_rl"
+STEP_ROWS = (("pxr/rapr", "sampled RaPR"), ("pxr/accuracy", "accuracy"))  # the figures' rows of panels
+DEFAULT_TARGET = 0.3  # H (paper §4) where a run's parameters do not say
+
+
+@dataclass
+class Panel:
+    title: str
+    runs: list[RunRecord]  # empty: nothing has run there ("not run")
+    names: frozenset[str] = frozenset()  # the runs that belong (the trap map's grid points)
+
+
+def trap_knobs(stem: str = TRAP_STEM, prefix: str = TRAP_PREFIX) -> list[tuple[str, str, frozenset[str]]]:
+    """(knob, panel title, point names) of every `grid_<prefix>*.yaml` of `stem`, in name order: the knob values are
+    declared before anything runs, so a panel exists for each whether or not its runs have."""
+    from pxr import grid
+    from pxr import params as P
+
+    knobs = []
+    for name in grid.grid_names(stem):
+        if not name.startswith(prefix):
+            continue
+        _, path = grid.resolve_grid(stem, name)
+        points = grid.load_grid(stem, path)
+        budget = P.load_params(stem, points[0].base).get("image_max_pixels")
+        knob = name.removeprefix(prefix)
+        knobs.append((knob, f"{knob}: query budget {budget} px", frozenset(p.name for p in points)))
+    return knobs
+
+
+def trap_panels(runs: list[RunRecord], knobs: list[tuple[str, str, frozenset[str]]]) -> list[Panel]:
+    """A panel per knob value with its RL runs that have a step log (none: the panel says "not run")."""
+    rl = [r for r in runs if _stage_kind(r.stage) == "30" and r.steps]
+    return [Panel(title, [r for r in rl if r.run in names], names) for _, title, names in knobs]
+
+
+def line_panels(runs: list[RunRecord], exclude: frozenset[str] = frozenset()) -> list[Panel]:
+    """The curiosity-vs-not panels of the other RL runs (RL and RL without curiosity rows, with a step log, not in
+    `exclude`): runs whose parameters differ only in α and the seed share a panel, titled by its shortest run name."""
+    drop = RUN_ONLY_PARAMETERS + (SEED_PARAMETER, ARM_PARAMETER)
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        if _stage_kind(run.stage) == "30" and run.steps and run.row in (RL, RL_NO_CURIOSITY) and run.run not in exclude:
+            groups.setdefault(_params_key(run.params, drop), []).append(run)
+    panels = []
+    for members in groups.values():
+        members.sort(key=lambda r: r.run)
+        name = min((r.run for r in members), key=lambda n: (len(n), n))
+        start = str(members[0].params.get("sft_dir") or members[0].params.get("model_name_or_path") or "a fresh model")
+        panels.append(Panel(f"{name} (from {start.removeprefix('outputs/')})", members))
+    return sorted(panels, key=lambda p: p.title)
+
+
+def arm_label(alpha: float) -> str:
+    return "without curiosity (α 0)" if alpha == 0 else f"with curiosity (α {alpha:g})"
+
+
+def _alpha(run: RunRecord) -> float:
+    return float(run.params.get(ARM_PARAMETER, 0.5))  # the RL notebook's default α
+
+
+def learning_trap_figure(panels: list[Panel], *, window: int = 1, title: str = ""):
+    """Small multiples (paper §5.2, the learning trap): a column per panel, sampled RaPR on top and accuracy below,
+    smoothed over `window` steps; runs without curiosity blue and with it orange (further α values in further
+    colours), each seed thin and their mean thick; H and H/2 dashed in the RaPR row (without curiosity RaPR falls
+    under H/2, with it it stays at or above H). None when there is no panel."""
+    from pxr import viz
+
+    if not panels:
         return None
-    knobs = sorted({int(r.params.get("image_max_pixels", 0)) for r in trap})
-    fig = Figure(figsize=(3.4 * len(knobs), 3.2))
-    axes = fig.subplots(1, len(knobs), squeeze=False, sharey=True)[0]
-    for ax, knob in zip(axes, knobs, strict=True):
-        for run in sorted((r for r in trap if int(r.params.get("image_max_pixels", 0)) == knob), key=lambda r: r.run):
-            curious = float(run.params.get("curiosity_coef", 0.0)) > 0
-            colour = "C1" if curious else "C0"
-            for key, style in (("pxr/rapr", "-"), ("pxr/accuracy", "--")):
-                points = smooth(
-                    [(s["step"], s[key]) for s in run.steps if s.get(key) is not None and "step" in s], window
-                )
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(
-                        xs, ys, color=colour, linestyle=style, linewidth=1.0, label=run.run if style == "-" else None
-                    )
-        target = float(trap[0].params.get("curiosity_target_rate", 0.3))
-        for level in (target, target / 2):
-            ax.axhline(level, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_title(f"query budget {knob} px", fontsize="medium")
-        ax.set_xlabel("step")
-        ax.legend(fontsize="x-small")
-    axes[0].set_ylabel("RaPR (solid), accuracy (dashed)")
-    axes[0].set_ylim(-0.02, 1.02)
-    fig.suptitle("learning trap: with curiosity (orange) and without (blue)", fontsize="medium")
-    fig.tight_layout()
-    return fig
+    alphas = sorted({_alpha(r) for p in panels for r in p.runs})
+    colours = {arm_label(0.0): "C0"}
+    for alpha in (a for a in alphas if a != 0):
+        colours[arm_label(alpha)] = f"C{len(colours)}"
+    drawn = []
+    for panel in panels:
+        arms: dict[str, dict[str, dict[str, list]]] = {}
+        for run in sorted(panel.runs, key=lambda r: (_alpha(r), r.run)):
+            arms.setdefault(arm_label(_alpha(run)), {})[run.run] = run_curves(
+                run, tuple(key for key, _ in STEP_ROWS), window=window
+            )
+        target = (
+            float(panel.runs[0].params.get("curiosity_target_rate", DEFAULT_TARGET)) if panel.runs else DEFAULT_TARGET
+        )
+        drawn.append(
+            {
+                "title": panel.title,
+                "arms": arms,
+                "hlines": {STEP_ROWS[0][0]: [(target, f"H {target:g}"), (target / 2, f"H/2 {target / 2:g}")]},
+            }
+        )
+    return viz.arm_small_multiples(drawn, STEP_ROWS, colours=colours, title=title)

@@ -1,4 +1,4 @@
-"""Rendering helpers for the notebooks (DESIGN §1, `viz.py`): boxes on images, images side by side at their true
+"""Rendering helpers for the notebooks: boxes on images, images side by side at their true
 aspect ratio, pixel-exact upscaling, numbered frame strips and markdown tables.
 
 Everything returns a value (a PIL image, a matplotlib Figure, a string) for the notebook to display; nothing calls
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
 from pxr.scenes import contrast_ink
@@ -398,3 +399,91 @@ def as_jpeg(image: Image.Image, quality: int = 85):
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
     return DisplayImage(data=buffer.getvalue(), format="jpeg")
+
+
+def arm_small_multiples(
+    panels: Sequence[dict],
+    rows: Sequence[tuple[str, str]],
+    *,
+    colours: dict[str, str] | None = None,
+    title: str = "",
+    panel_size: tuple[float, float] = (3.2, 2.3),
+    min_width: float = 4.5,
+    ylim: tuple[float, float] | None = (-0.02, 1.02),
+    absent_text: str = "not run",
+    thin_width: float = 0.8,
+    thick_width: float = 2.2,
+) -> Figure:
+    """Small multiples of step curves: one column per panel, one row per figure of `rows` ((key, y label)); in each
+    panel every arm in its own colour, each of its runs a thin line and their mean a thick one (a lone run is drawn
+    thick only).
+
+    A panel is `{"title": str, "arms": {arm: {run: {key: [(x, y), ...]}}}, "hlines": {key: [(y, label), ...]}}`;
+    one without arms (nothing has run there) shows `absent_text`. The mean at each x is over the runs that have that
+    x. Colours come from `colours` (arm -> colour) or C0, C1, ... in order of first appearance; the thick lines carry
+    the arm as label, the thin ones `_<run>`; one legend of the arms under the panels."""
+    if not panels or not rows:
+        raise ValueError("arm_small_multiples needs at least one panel and one row")
+    palette = dict(colours or {})
+    for panel in panels:
+        for arm in panel.get("arms") or {}:
+            palette.setdefault(arm, f"C{len(palette) % 10}")
+    width = max(min_width, panel_size[0] * len(panels))
+    fig = Figure(figsize=(width, panel_size[1] * len(rows) + (0.4 if title else 0.0)))
+    axes = fig.subplots(len(rows), len(panels), squeeze=False, sharex="col", sharey="row")
+    for c, panel in enumerate(panels):
+        arms = panel.get("arms") or {}
+        for r, (key, label) in enumerate(rows):
+            ax = axes[r][c]
+            if r == 0:
+                ax.set_title(panel.get("title", ""), fontsize="medium")
+            if c == 0:
+                ax.set_ylabel(label)
+            if r == len(rows) - 1:
+                ax.set_xlabel("step")
+            if ylim is not None:
+                ax.set_ylim(*ylim)
+            for y, name in (panel.get("hlines") or {}).get(key, []):
+                ax.axhline(y, color="grey", linestyle="--", linewidth=0.8, label=f"_{name}")
+                ax.annotate(
+                    name,
+                    (1.0, y),
+                    xycoords=("axes fraction", "data"),
+                    fontsize="x-small",
+                    color="grey",
+                    ha="right",
+                    va="bottom",
+                )
+            if not arms:
+                ax.text(0.5, 0.5, absent_text, transform=ax.transAxes, ha="center", va="center", color="grey")
+                ax.tick_params(axis="x", labelbottom=False)
+                continue
+            for arm, runs in arms.items():
+                series = {run: figures.get(key) or [] for run, figures in runs.items()}
+                series = {run: points for run, points in series.items() if points}
+                if not series:
+                    continue
+                if len(series) > 1:
+                    for run, points in series.items():
+                        xs, ys = zip(*points, strict=True)
+                        ax.plot(xs, ys, color=palette[arm], linewidth=thin_width, alpha=0.45, label=f"_{run}")
+                by_x: dict[float, list[float]] = {}
+                for points in series.values():
+                    for x, y in points:
+                        by_x.setdefault(x, []).append(y)
+                xs = sorted(by_x)
+                ax.plot(
+                    xs, [sum(by_x[x]) / len(by_x[x]) for x in xs], color=palette[arm], linewidth=thick_width, label=arm
+                )
+    shown = [arm for arm in palette if any(arm in (p.get("arms") or {}) for p in panels)]
+    legend_rows = 0
+    if shown:
+        columns = max(1, min(len(shown), len(panels)))
+        legend_rows = -(-len(shown) // columns)
+        handles = [Line2D([], [], color=palette[arm], linewidth=thick_width) for arm in shown]
+        fig.legend(handles, shown, loc="lower center", ncol=columns, fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, min(0.5, (0.05 + 0.2 * legend_rows) / height), 1, 1))
+    return fig

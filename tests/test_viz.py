@@ -165,3 +165,21 @@ def test_render_trajectory_shows_blank_observations_as_blank():
     x = 8 + 200 + 8 + round(crop.width * 100 / crop.height) // 2  # the middle of the crop's place
     top = next(y for y in range(picture.height) if picture.getpixel((8 + 100, y)) == WHITE)  # below the header
     assert picture.getpixel((x, top + 8 + 50)) == (128, 128, 128)
+
+
+def test_arm_small_multiples_panels_rows_arms_and_absent_panels():
+    from pxr.viz import arm_small_multiples
+
+    arms = {"b": {"r1": {"y": [(1, 0.2), (2, 0.4)]}, "r2": {"y": [(1, 0.4)]}}, "a": {"r3": {"y": [(1, 0.9)]}}}
+    panels = [{"title": "one", "arms": arms, "hlines": {"y": [(0.3, "H")]}}, {"title": "two", "arms": {}}]
+    fig = arm_small_multiples(panels, [("y", "Y"), ("z", "Z")], colours={"a": "red"})
+    assert len(fig.axes) == 4 and [ax.get_title() for ax in fig.axes[:2]] == ["one", "two"]
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == ["_H", "_r1", "_r2", "a", "b"]  # a lone run ("a") is drawn thick only
+    assert lines["a"].get_color() == "red" and lines["b"].get_color() == "C1"
+    assert list(lines["b"].get_ydata()) == [pytest.approx(0.3), 0.4]  # the mean over the runs that have each x
+    assert [t.get_text() for t in fig.axes[1].texts] == ["not run"] and not fig.axes[1].get_lines()
+    assert [t.get_text() for t in fig.axes[3].texts] == ["not run"] and not fig.axes[2].get_lines()  # no "z" data
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    with pytest.raises(ValueError, match="at least one panel"):
+        arm_small_multiples([], [("y", "Y")])
