@@ -1,4 +1,4 @@
-"""Rendering helpers for the notebooks (DESIGN §1, `viz.py`): boxes on images, images side by side at their true
+"""Rendering helpers for the notebooks: boxes on images, images side by side at their true
 aspect ratio, pixel-exact upscaling, numbered frame strips and markdown tables.
 
 Everything returns a value (a PIL image, a matplotlib Figure, a string) for the notebook to display; nothing calls
