@@ -29,8 +29,9 @@ def from_params(cls: type[T], params: dict[str, Any], **overrides) -> T:
 @dataclass(frozen=True)
 class EpisodeConfig:
     """Limits and pixel budgets of an episode: one set for training rollouts, one for evaluation (the released code
-    has both too). Each set is one value per budget for every consumer: the released code resized images one way in
-    its vLLM rollouts and another in the learner's forward.
+    has both too). Each set is one value per budget for every consumer, rollouts and the training forward alike: the
+    released code set the rollout engine's minimum pixels apart from the learner's processor, so the two could resize
+    a small image differently.
 
     Defaults are small, for CPU smoke runs; `params/*/paper.yaml` holds the paper's values.
     """
