@@ -1,5 +1,4 @@
-"""Our runs in the layout of the paper's Table 1 (arXiv 2505.15966, §5, Table 1), and the learning-trap figures
-(§5.2).
+"""Our runs in the layout of the paper's Table 1 and its §5.2 ablations, and the learning-trap curves (paper Fig. 3).
 
 `collect_runs` walks `outputs/<stem>/<run>/` (metrics.json, params.yaml, run.json and, for RL, steps.jsonl); a
 folder it cannot read is counted in the report, not fatal. `classify` puts each SFT, RL or evaluation run in a row

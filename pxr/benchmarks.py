@@ -1,4 +1,4 @@
-"""Benchmarks by name (SPEC §5): a loader, a prompt, an answer kind, a scorer and a version for each.
+"""Benchmarks by name (paper §5): a loader, a prompt, an answer kind, a scorer and a version for each.
 
 `BENCHMARKS` holds:
 - `synthetic-zoom` (the toy line's main suite: tiles addressed by position words, `tile_digit` / `tile_colour`),

@@ -1,4 +1,4 @@
-"""The `pxr` command (DESIGN §3): run a notebook stage or the pipeline with params files, inspect parameters,
+"""The `pxr` command: run a notebook stage or the pipeline with params files, inspect parameters,
 list runs.
 
     pxr run 20_train_sft paper -p learning_rate=2e-6     # outputs/20_train_sft/paper/

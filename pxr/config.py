@@ -1,8 +1,8 @@
-"""Configuration dataclasses built from a notebook's parameters (DESIGN §4): frozen, validated, printed at the top
-of every executed notebook.
+"""Configuration dataclasses built from a notebook's parameters: frozen, validated, printed at the top of every
+executed notebook.
 
-`EpisodeConfig` holds the op limits and pixel budgets every stage shares (SPEC §1.5–1.6): the same values reach
-synthesis, the rollout engine, the training forward and evaluation. `from_params` builds any of these
+`EpisodeConfig` holds the op limits and pixel budgets every stage shares (the operations of paper §2): the same values
+reach synthesis, the rollout engine, the training forward and evaluation. `from_params` builds any of these
 dataclasses from a notebook's parameter namespace, taking the names that are its fields.
 
 Tests: tests/test_config.py.
@@ -28,7 +28,10 @@ def from_params(cls: type[T], params: dict[str, Any], **overrides) -> T:
 
 @dataclass(frozen=True)
 class EpisodeConfig:
-    """Limits and pixel budgets of an episode: one set for training rollouts, one for evaluation (SPEC §1.6).
+    """Limits and pixel budgets of an episode: one set for training rollouts, one for evaluation (the released code
+    has both too). Each set is one value per budget for every consumer, rollouts and the training forward alike: the
+    released code set the rollout engine's minimum pixels apart from the learner's processor, so the two could resize
+    a small image differently.
 
     Defaults are small, for CPU smoke runs; `params/*/paper.yaml` holds the paper's values.
     """
@@ -98,7 +101,8 @@ class EpisodeConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """The curiosity-driven reward (SPEC §4.2–4.3); `shaped_kwargs()` feeds `pxr.reward.shaped_rewards`."""
+    """The curiosity-driven reward (paper §4, eq. of r'; the released code's variants in `pxr.reward`);
+    `shaped_kwargs()` feeds `pxr.reward.shaped_rewards`."""
 
     curiosity_target_rate: float = 0.3  # H: RaPR below which pixel-space rollouts earn a bonus
     curiosity_coef: float = 0.5  # α (0 = the paper's "RL without curiosity" ablation)
@@ -134,7 +138,7 @@ VLLM_MODEL_IMPLS = ("vllm", "transformers")
 
 @dataclass(frozen=True)
 class RLConfig:
-    """GRPO over multi-turn episodes (SPEC §4.1); `pxr.rl.grpo_args` turns it into TRL's `GRPOConfig`.
+    """GRPO over multi-turn episodes (paper §4); `pxr.rl.grpo_args` turns it into TRL's `GRPOConfig`.
 
     Defaults are smoke-sized; `params/30_train_rl/paper.yaml` holds the paper's values. One optimizer step sees
     `per_device_train_batch_size × gradient_accumulation_steps × processes` rollouts (a multiple of G); one

@@ -1,4 +1,4 @@
-"""pxr's data records (SPEC §3.1, §3.3, §4, §5): seed items, trajectories, RL queries; JSONL and parquet I/O
+"""pxr's data records (paper §3, §4, §5): seed items, trajectories, RL queries; JSONL and parquet I/O
 that survives damaged files; paths kept under a data root; the glue to `pxr.rollout.Query`.
 
 Records hold no pixels: images are paths relative to a data root (for rollout output, the folder of the JSONL
@@ -92,7 +92,7 @@ class _Record:
 
 @dataclass(kw_only=True)
 class SeedItem(_Record):
-    """A question on a visual input with its reference cue (SPEC §3.1). Boxes are absolute source pixels."""
+    """A question on a visual input with its reference cue (paper §3). Boxes are absolute source pixels."""
 
     id: str
     question: str
@@ -126,7 +126,7 @@ class TrajectoryTurn(_Record):
 
 @dataclass(kw_only=True)
 class TrajectoryRecord(_Record):
-    """A recorded episode for SFT or analysis (SPEC §3.2–3.4): the query, then assistant and observation turns."""
+    """A recorded episode for SFT or analysis (paper §3): the query, then assistant and observation turns."""
 
     id: str
     seed_id: str
@@ -153,7 +153,7 @@ class TrajectoryRecord(_Record):
 
 @dataclass(kw_only=True)
 class RLQuery(_Record):
-    """One RL (or evaluation) query, the released RL data's row plus the cue where it is known (SPEC §4, §5)."""
+    """One RL (or evaluation) query, the released RL data's row plus the cue where it is known (paper §4, §5)."""
 
     qid: str
     question: str

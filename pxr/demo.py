@@ -1,4 +1,4 @@
-"""The interactive demo behind notebooks/60_demo.ipynb (SPEC §1.5): one episode, turn by turn, with each zoom drawn.
+"""The interactive demo behind notebooks/60_demo.ipynb (paper §2): one episode, turn by turn, with each zoom drawn.
 
 `EpisodeStepper` runs one query through the same code path as every rollout (`pxr.rollout.start_trajectory`,
 one generated turn, `apply_turn`, which executes the op through `VisualEpisode`) and returns a `TurnView` per turn:

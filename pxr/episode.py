@@ -1,4 +1,4 @@
-"""One episode of pixel-space reasoning (SPEC §1.1, §1.5): the image list, op execution from the model's text,
+"""One episode of pixel-space reasoning (paper §2): the image list, op execution from the model's text,
 limits, observations and the episode record.
 
 `VisualEpisode` is the only place ops run: data synthesis, RL rollouts, evaluation and the demo all feed it the
@@ -22,7 +22,8 @@ from pxr import families, ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
-# The blank-observation control (SPEC §5) returns images of this one colour: no pixel of the scene reaches the model.
+# The blank-observation control of evaluation (`pxr.evaluate`) returns images of this one colour: no pixel of the
+# scene reaches the model.
 BLANK_FILL = (128, 128, 128)
 LIMIT_REASONS = ("max_ops", "max_images", "max_tokens", "max_turns")
 ENDED_TEXT = "the episode has ended; give your answer."  # what a call after the end gets
@@ -381,7 +382,8 @@ class VisualEpisode:
 
     @property
     def last_op_failed_unfixed(self) -> bool:
-        """The last op call failed and the model answered without calling again (SPEC §4.3)."""
+        """The last op call failed and the model answered without calling again: the case the
+        released code's reward zeroed (`pxr.reward.group_rewards`, `zero_if_unfixed_error`)."""
         return bool(self.ops) and not self.ops[-1]["ok"] and self.ending in ("answer", "no_answer")
 
     def record(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Evaluation runs (SPEC §5): a benchmark's items rolled out by a backend under a prompt variant and a control,
+"""Evaluation runs (paper §5): a benchmark's items rolled out by a backend under a prompt variant and a control,
 each trajectory scored, the figures of `pxr.metrics.eval_metrics` computed, and the protocol recorded with them.
 
 Controls (`control`): `none`; `text` (the text prompt, no ops: what the model answers from the input alone);

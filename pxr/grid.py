@@ -1,4 +1,5 @@
-"""Ablation grids (paper §5.2 ablations): `params/<stem>/grid_<name>.yaml` expands into named runs of one stage.
+"""Ablation grids (the paper's §5.2 ablations, the toy line's learning-trap map): `params/<stem>/grid_<name>.yaml`
+expands into named runs of one stage.
 
     extends: toy                           # the base run of every point (its params file, after base.yaml)
     labels: {curiosity_coef: alpha}        # optional short axis names for the point names

@@ -1,4 +1,4 @@
-"""Importers (SPEC §3.1, §5): the released Pixel Reasoner data and user annotations, read into `pxr.data` records
+"""Importers (paper §3, §5): the released Pixel Reasoner data and user annotations, read into `pxr.data` records
 with every row checked.
 
 Each `import_*` returns `(records, ImportReport)`. A row that cannot become a faithful record is skipped and counted
@@ -6,7 +6,7 @@ by reason (`REASONS`), never raised, and nothing is printed (print the report). 
 to `data_root`, are checked with `pxr.data.resolve_under`, and stay relative in the records; image files are
 opened and verified with PIL once each.
 
-Formats (reference/pixel-reasoner-notes.md §3.3, §4.5):
+Formats (the released data sets `PixelReasoner-SFT-Data` and `PixelReasoner-RL-Data`, as the released code reads them):
 - released SFT data: a JSON list or JSONL of `{"message_list": [...]}` (or a parquet with that column, nested or
   as JSON text): optional system turn; the user turn's `{"text"}`, `{"image": path}`, `{"video": [paths]}`
   items; assistant turns with `<tool_call>` blocks; op results as user turns beginning "Here is the cropped

@@ -1,4 +1,4 @@
-"""Run a stage's training in `accelerate launch` subprocesses (DESIGN §5, multi-GPU from a notebook): a job file in,
+"""Run a stage's training in `accelerate launch` subprocesses (multi-GPU from a notebook): a job file in,
 the children's log streamed into the notebook, a result file out.
 
 The notebook process stays light (it must not hold the GPUs the children train on): it writes the job, a plain

@@ -1,4 +1,4 @@
-"""Episode metrics for a set of rollouts (SPEC §5).
+"""Episode metrics for a set of rollouts (paper §5, plus the op figures it does not report).
 
 - `eval_metrics(records)`: what every evaluation reports (notebook 40), from scored per-item records
   (`Trajectory.record()` plus `score`): the score (accuracy or ANLS), RaPR, mean ops per answer, op error rate,

@@ -1,5 +1,5 @@
 """Models: load a Qwen-style VLM and its processor by hub id or local path, build the tiny offline model, LoRA
-settings (DESIGN §5; reference/stack-notes.md §2 and §5).
+settings.
 
 `load_model` works the same for `Qwen/Qwen2.5-VL-7B-Instruct`, the released `TIGER-Lab/PixelReasoner-RL-v1` and a
 directory written by `build_tiny_model`: it sets the tool-capable chat template (TRL's `qwen3_vl` template, which
@@ -7,7 +7,7 @@ TRL's tool parsing and assistant-only masks recognise), left padding for batched
 limits wide enough that images the episode already fitted to their budgets pass through unchanged.
 
 Without torchvision (these CPU machines) the stock Qwen-VL processors cannot be built, because they insist on a video
-processor; `ImageOnlyProcessor` drops it (video frames go in as images, SPEC §1.4) and is registered so that
+processor; `ImageOnlyProcessor` drops it (video frames go in as images, `pxr.video`) and is registered so that
 `AutoProcessor.from_pretrained` finds it (`Qwen3ImageOnlyProcessor` likewise for Qwen3-VL).
 
 Model families (`pxr.families`): the tiny model is built in Qwen2.5-VL's shape or Qwen3-VL's (`family=`), and
@@ -152,7 +152,7 @@ def set_pixel_limits(processor, config: EpisodeConfig) -> None:
 
 def lora_config(rank: int = 16, alpha: int = 32, dropout: float = 0.05):
     """LoRA on the language model only: the vision MLP reuses the names gate/up/down_proj, so a plain name list
-    would adapt the vision tower too (stack-notes §5)."""
+    would adapt the vision tower too; a pattern on `language_model` keeps it out."""
     from peft import LoraConfig
 
     return LoraConfig(

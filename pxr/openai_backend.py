@@ -1,4 +1,4 @@
-"""Rollouts over an OpenAI-compatible chat-completions endpoint (SPEC §5 "Backends", §1.5, §2).
+"""Rollouts over an OpenAI-compatible chat-completions endpoint (paper §5: GPT-4o is one of its baselines).
 
 The same episode loop as `pxr.rollout.generate_trajectories`, but each turn is one request to an endpoint: a vLLM
 server for scale, or an API model (GPT-4o) as a baseline. Every turn goes through `pxr.rollout.apply_turn`, so the

@@ -1,4 +1,4 @@
-"""The visual operations (SPEC §1.2–1.3, §1.6) as pure functions on PIL images.
+"""The visual operations (paper §2, App. C.1) as pure functions on PIL images.
 
 `zoom_in` crops a normalized box (plus padding) from an image at its source resolution; `select_frames` picks
 1-based frames of a video; `resize_to_budget` fits an image into a pixel budget on the model's patch grid.

@@ -1,5 +1,5 @@
-"""The perception base stage of the toy line (SPEC §6): what pretraining gives the paper's 7B model, a tiny model
-trained from scratch has to learn first. Single-turn questions with no op:
+"""The perception base stage of the toy line (outputs/LOG.md, 2026-11-24 and 2026-12-04): what pretraining gives the
+paper's 7B model, a tiny model trained from scratch has to learn first. Single-turn questions with no op:
 - `read`: the digit in a crop around the target, cut as `zoom_in` cuts it (the op path's evidence);
 - `peek`: the same question on the whole image at the query budget (the text path: how much of the digit the
   overview gives away is the learning trap's knob, the query budget; with the toy's 168x112 it is close to nothing);

@@ -1,5 +1,5 @@
-"""The prompt protocol (SPEC §2): the one system prompt, the tool schemas, prompt variants, tool-call parsing and
-answer extraction.
+"""The prompt protocol (paper §2, App. E): the one system prompt, the tool schemas, prompt variants, tool-call parsing
+and answer extraction.
 
 Everything the model reads or writes about visual operations is defined here once, so that SFT data, RL rollouts,
 evaluation and the demo render identical tokens. The system prompt is the text Qwen's tool-calling chat template
@@ -91,7 +91,8 @@ SELECT_FRAMES_SCHEMA = {
     },
 }
 
-# The released checkpoints' schemas (reference/pixel-reasoner-notes.md §1.2), kept as they were trained on them.
+# The released checkpoints' schemas, as the released code declares them to the model (`target_image` a number, key
+# order included), kept as they were trained on them.
 RELEASED_CROP_SCHEMA = {
     "type": "function",
     "function": {

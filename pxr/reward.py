@@ -1,4 +1,4 @@
-"""Rewards for curiosity-driven RL (SPEC §4.2–§4.3; paper §4, "curiosity-driven reward").
+"""Rewards for curiosity-driven RL (paper §4, "curiosity-driven reward", and the released code's form).
 
 Two parts:
 - `is_correct`: the binary correctness r of one response against a gold answer (multiple choice, number or short
@@ -6,7 +6,8 @@ Two parts:
   for parse failures).
 - `shaped_reward_terms` / `shaped_rewards`: the group-level reward r' = r + α·curiosity + β·penalty for the G
   rollouts of one query, in the paper's form or the released code's form; `group_rewards` derives the op counts from
-  episode records (`VisualEpisode.record()`) with the SPEC §4.3 switches.
+  episode records (`VisualEpisode.record()`) with switches for the released code's choices (`count_failed_ops`,
+  `zero_if_unfixed_error`).
 
 Pure Python, no torch. Tests: tests/test_reward.py (literal worked values and hypothesis properties).
 """
@@ -282,7 +283,7 @@ def shaped_rewards(
     form: str = "paper",
     is_video: bool = False,
 ) -> list[float]:
-    """The curiosity-shaped rewards of one query's group of rollouts (paper §4, SPEC §4.2):
+    """The curiosity-shaped rewards of one query's group of rollouts (paper §4, eq. of r'):
 
         r'(x, y) = r(x, y) + α · max(H − RaPR(x), 0) · 1_PR(y) + β · min(N − n_vo(y), 0)
 
@@ -290,6 +291,11 @@ def shaped_rewards(
     H = `target_rate`, N = `max_ops`, α = `curiosity_coef`, β = `penalty_coef`. `form="released"` multiplies the
     curiosity term by 0.25/RaPR and, for videos (`is_video`), α by 4/3, as the released code did; in the paper form
     `is_video` changes nothing. The group must be complete (gathered across processes) for RaPR to be right.
+
+    Worked values with G = 8 and the paper's constants (H 0.3, N 1, α 0.5, β 0.05): one pixel-space rollout among 8
+    (RaPR 0.125) gets a bonus of 0.5 · (0.3 − 0.125) = +0.0875; two (RaPR 0.25) get +0.025 each; three or more get
+    none. A rollout with 3 ops gets the penalty 0.05 · (1 − 3) = −0.1. The released form gives the lone pixel-space
+    rollout 0.175 (0.0875 · 0.25/0.125), and two of them 0.025 each, as the paper's form does.
     """
     return shaped_reward_terms(
         correct,
@@ -315,11 +321,15 @@ def group_rewards(
     zero_if_truncated: bool = True,
     **shaped_kwargs,
 ) -> RewardTerms:
-    """Shaped rewards of a group from its episode records (SPEC §4.3 switches); same breakdown as shaped_reward_terms.
+    """Shaped rewards of a group from its episode records; same breakdown as shaped_reward_terms.
 
+    Two switches reproduce the released code's reward (both off by default, the paper's form):
     `count_failed_ops` counts op requests (failed and refused ones too, as the released code did) instead of
-    executed ops. `zero_if_unfixed_error` zeroes the correctness of a rollout whose own last op failed unretried.
-    `zero_if_truncated` gives truncated episodes a total of 0 (SPEC §4.1); they still count in RaPR.
+    executed ops. `zero_if_unfixed_error` zeroes the correctness of a rollout whose own last op failed unretried (the
+    released code had this rule, but read each rollout's flag by its index within the group from the first group of
+    the batch, so for every other group it used another query's flags). `zero_if_truncated` gives truncated episodes
+    (cut off mid-turn by a token limit: nothing to score) a total of 0; they still count in RaPR. `pxr.rl` may also mask
+    them out of the loss (`mask_truncated`).
     """
     records = list(records)
     for i, record in enumerate(records):

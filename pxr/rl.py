@@ -1,4 +1,4 @@
-"""Curiosity-driven RL (SPEC §4): TRL's `GRPOTrainer` with the visual-operation environment and pxr's reward.
+"""Curiosity-driven RL (paper §4): TRL's `GRPOTrainer` with the visual-operation environment and pxr's reward.
 
 - Rollouts: TRL generates; every turn that writes `<tool_call>` is answered by the rollout's `VisualEpisode`
   exactly as evaluation answers it (`pxr.rl_env`: the turn is routed whole, cut at its first `</tool_call>`, where
@@ -137,7 +137,7 @@ def score_groups(facts: list[dict], group_size: int, reward_config: RewardConfig
 
 
 def batch_metrics(scored: list[dict[str, float]], group_size: int) -> dict[str, float]:
-    """The step's figures over the whole gathered batch (SPEC §4.1 logging)."""
+    """The step's figures over the whole gathered batch, in `pxr.metrics`' vocabulary."""
     n = len(scored)
     requested = sum(s["ops_requested"] for s in scored)
     return {

@@ -1,4 +1,4 @@
-"""The visual-operation environment of RL (SPEC §4.1): `VisualEpisode` behind TRL's `environment_factory` API.
+"""The visual-operation environment of RL (paper §4): `VisualEpisode` behind TRL's `environment_factory` API.
 
 TRL's `GRPOTrainer` makes one environment per rollout and calls `reset(**row)` with the dataset row; `reset` starts a
 `VisualEpisode` on the row's query and returns the user turn's content as the episode shows it (input images at the

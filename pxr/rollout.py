@@ -1,4 +1,4 @@
-"""Multi-turn rollouts with visual operations (SPEC §1.5, §5): every episode runs through `VisualEpisode`.
+"""Multi-turn rollouts with visual operations (paper §2, §5): every episode runs through `VisualEpisode`.
 
 In-process backend (`generate_trajectories`): the active episodes of a batch generate together each turn (left
 padding; a turn stops at `</tool_call>` or the end of turn), the op each turn calls is executed, its observation

@@ -1,4 +1,4 @@
-"""One batched assistant turn that keeps each episode's KV cache from turn to turn (SPEC §1.5; used by
+"""One batched assistant turn that keeps each episode's KV cache from turn to turn (used by
 `pxr.rollout.generate_trajectories`).
 
 Profiled on the tiny model (benchmarks/rollout_throughput.py), a turn of the plain engine spent most of its time on

@@ -1,4 +1,4 @@
-"""Runs of the notebooks and their records (DESIGN §4): `outputs/<stem>/<run>/` holds `executed.ipynb`,
+"""Runs of the notebooks and their records: `outputs/<stem>/<run>/` holds `executed.ipynb`,
 `params.yaml` (merged), `metrics.json` (flat headline figures, written by the notebook) and `run.json` (git SHA,
 dirty flag, host, accelerator, start/end, state).
 

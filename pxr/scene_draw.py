@@ -1,7 +1,7 @@
-"""Drawing primitives and record types of the synthetic scenes (SPEC §3.1): the colour and shape tables, `Scene`,
-`VideoScene`, `SceneObject`, the textured background, non-overlapping placement, shapes with digits, distractor and
-multiple-choice choices. The builders are in `pxr.scene_images` and `pxr.scene_videos`; `pxr.scenes` is the entry
-point (registry and suites).
+"""Drawing primitives and record types of the synthetic scenes (seed data as in paper §3, made here): the colour and
+shape tables, `Scene`, `VideoScene`, `SceneObject`, the textured background, non-overlapping placement, shapes with
+digits, distractor and multiple-choice choices. The builders are in `pxr.scene_images` and `pxr.scene_videos`;
+`pxr.scenes` is the entry point (registry and suites).
 
 Tests: tests/test_scenes.py.
 """

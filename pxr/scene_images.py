@@ -1,5 +1,5 @@
-"""Image scene builders (SPEC §3.1): `read` (the digit inside one small, uniquely described shape), `count` (how many
-small shapes of a kind), `coarse` (colour, shape or side of one large shape; no op needed), and
+"""Image scene builders (seed data, paper §3): `read` (the digit inside one small, uniquely described shape),
+`count` (how many small shapes of a kind), `coarse` (colour, shape or side of one large shape; no op needed), and
 `detail_readability`, the check that a `read` digit is unreadable at the query budget and readable after zooming.
 
 Tests: tests/test_scenes.py.

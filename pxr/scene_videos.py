@@ -1,4 +1,4 @@
-"""Synthetic seed videos (SPEC §3.1, §1.4): short clips whose answer is visible in only a few frames, so that
+"""Synthetic seed videos (seed data, paper §3): short clips whose answer is visible in only a few frames, so that
 `select_frames` on the right frames is what answers them.
 
 Kinds (registered in `pxr.scenes.SCENE_BUILDERS`):

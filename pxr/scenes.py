@@ -1,5 +1,5 @@
-"""Synthetic seed scenes (SPEC §3.1): high-resolution images with small labelled targets, and short videos whose
-answer is visible in only a few frames.
+"""Synthetic seed scenes (seed data as in paper §3, made here): high-resolution images with small labelled targets,
+and short videos whose answer is visible in only a few frames.
 
 Image kinds, each a builder in `SCENE_BUILDERS` under the `kind` it writes into its scenes:
 - `read` (`make_zoom_scene`): the digit inside the uniquely described small shape; unreadable at the query pixel

@@ -1,4 +1,4 @@
-"""Scorers of benchmark answers (SPEC §5): multiple choice, counting, exact text and ANLS.
+"""Scorers of benchmark answers (paper §5): multiple choice, counting, exact text and ANLS.
 
 Every scorer maps (the model's final text, the gold answer or answers, the options) to a score in [0, 1] and never
 raises on model text. Multiple choice, number and text reuse `pxr.reward.is_correct` (the RL reward's matcher), so

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on synthesized trajectories (SPEC §3.4): examples replayed through the episode, a loss
+"""Supervised fine-tuning on synthesized trajectories (paper §3): examples replayed through the episode, a loss
 mask of our own, a padding collator, and a `transformers.Trainer` that freezes the vision tower and resumes.
 
 `replay_images` re-runs each recorded trajectory through `VisualEpisode`, so the pixels SFT trains on are the
@@ -445,8 +445,9 @@ def make_trainer(
 
     `settings` are `training_arguments`' (output_dir, learning_rate, max_steps, ...); or pass `args` made by it.
     Plain Trainer rather than TRL's SFTTrainer: SFTTrainer's dataset preparation re-renders and re-tokenizes
-    multimodal data and skips images in `tool` turns (stack-notes §3), and its assistant mask trains wrong-op
-    turns; our examples come tokenized with our mask, so `remove_unused_columns=False` keeps every key.
+    multimodal data and skips images in `tool` turns (TRL's `prepare_multimodal_messages` fills the image
+    placeholders of non-`tool` messages only), and its assistant mask trains wrong-op turns; our examples come
+    tokenized with our mask, so `remove_unused_columns=False` keeps every key.
     `max_steps` > 0 overrides `num_train_epochs`. `lora`: a peft LoraConfig (see `pxr.models.lora_config`).
 
     `answer_loss_weight` > 0 adds that many times the mean loss of the final-answer tokens (inside `\\boxed{}`) to

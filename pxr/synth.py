@@ -1,4 +1,4 @@
-"""Trajectory synthesis (SPEC §3.2–3.3): the paper's template with the ops executed for real, the self-correction
+"""Trajectory synthesis (paper §3, Table 2): the paper's template with the ops executed for real, the self-correction
 variants, text-only traces, per-turn `trainable` flags.
 
 A trajectory is `[analysis of the whole input] → [op on the reference cue] → [analysis of the returned detail] →

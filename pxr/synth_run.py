@@ -1,4 +1,4 @@
-"""The synthesis run behind notebook 10 (SPEC §3.1–3.3): synthetic seed items written to disk, teacher analyses,
+"""The synthesis run behind notebook 10 (paper §3): synthetic seed items written to disk, teacher analyses,
 trajectories appended one by one, RL queries and a held-out split exported.
 
 Resumable: each trajectory is one JSONL line written after its images and flushed to disk, so a run killed at any

@@ -1,4 +1,4 @@
-"""Teachers that write the analyses of a synthesized trajectory (SPEC §3.2; paper §3, App. E.2.2).
+"""Teachers that write the analyses of a synthesized trajectory (paper §3, App. E.2.2).
 
 In `[analysis of the whole input] → [op on the reference cue] → [analysis of the returned detail] → [answer]` pxr
 writes the bridge sentence, the op and the `\\boxed{}` answer; a teacher writes the prose. `analyse(requests)` returns

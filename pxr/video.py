@@ -1,4 +1,4 @@
-"""Video frames in and out (SPEC §1.4): uniform frame sampling with decord (PyAV fallback), and H.264 writing.
+"""Video frames in and out (paper §2): uniform frame sampling with decord (PyAV fallback), and H.264 writing.
 
 A video reaches the model as a list of frames sampled uniformly over its whole length; those frames are what
 `select_frames` numbers 1..N. `load_video_frames` picks the frame indices

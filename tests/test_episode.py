@@ -1,4 +1,4 @@
-"""pxr.episode.VisualEpisode: numbering, op execution from text, errors, limits, the record (SPEC §1.1–1.5)."""
+"""pxr.episode.VisualEpisode: numbering, op execution from text, errors, limits, the record (paper §2)."""
 
 import pytest
 from PIL import Image

@@ -1,5 +1,5 @@
 """Property tests: whatever the model writes, `VisualEpisode.step` returns None or a well-formed Observation and
-never raises; malformed calls become `Execution error:` observations, never internal errors (SPEC §1.5)."""
+never raises; malformed calls become `Execution error:` observations, never internal errors."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The committed notebooks follow the house rules (DESIGN §4): kernel python3, one `parameters` cell of literal
+"""The committed notebooks follow the house rules: kernel python3, one `parameters` cell of literal
 assignments each with a comment, outputs stripped except the nbval reference cells, no sys.path tricks."""
 
 import ast

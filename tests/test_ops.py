@@ -1,4 +1,4 @@
-"""pxr.ops: exact crop geometry, frame selection, budgets (SPEC §1.2, §1.3, §1.6)."""
+"""pxr.ops: exact crop geometry, frame selection, budgets (paper §2, App. C.1)."""
 
 import math
 

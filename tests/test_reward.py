@@ -1,4 +1,5 @@
-"""Tests of pxr.reward: correctness matching and the curiosity-shaped group reward (SPEC §4.2–§4.3)."""
+"""Tests of pxr.reward: correctness matching and the curiosity-shaped group reward (paper §4, and the released
+code's form)."""
 
 import pytest
 from hypothesis import given, settings
@@ -37,7 +38,7 @@ def test_pixel_reasoning_rate_rejects_bad_groups(n_ops):
         pixel_reasoning_rate(n_ops)
 
 
-# ------------------------------------------------------------------------------- paper form (SPEC §4.2)
+# ------------------------------------------------------------------------------- paper form (paper §4)
 
 
 def test_one_pixel_rollout_gets_the_largest_bonus():
@@ -115,7 +116,7 @@ def test_penalty_off():
     assert terms.total[0] == pytest.approx(1.0875)
 
 
-# --------------------------------------------------------------------------------- released form (§4.3)
+# ------------------------------------------------------------------ released form (the released code)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_shaped_rewards_validation(correct, n_ops, kwargs, message):
         shaped_rewards(correct, n_ops, **kwargs)
 
 
-# ------------------------------------------------------------------------------ episode records (§4.3)
+# -------------------------------------------------- episode records (the released code's switches)
 
 
 def record(requested=0, executed=0, failed=0, unfixed=False, ending="answer"):

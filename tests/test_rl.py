@@ -1,6 +1,6 @@
 """pxr.rl and pxr.rl_env: the environment runs ops through VisualEpisode, RL prompts equal the protocol's, the reward
-path gives SPEC §4.2's worked values, uniform groups leave the loss, and GRPO steps on the tiny model train with
-the crops in the loss forward and resume from a checkpoint."""
+path gives the paper reward's worked values (`pxr.reward.shaped_rewards`), uniform groups leave the loss, and GRPO
+steps on the tiny model train with the crops in the loss forward and resume from a checkpoint."""
 
 import json
 
@@ -112,7 +112,7 @@ def reward_inputs(envs, answers):
 
 
 def test_reward_function_gives_the_worked_values():
-    """SPEC §4.2, G = 8, all answers wrong: one op rollout +0.0875; two get +0.025 each; a 3-op rollout −0.1."""
+    """Paper §4 reward, G = 8, all answers wrong: one op rollout +0.0875; two get +0.025 each; 3 ops cost −0.1."""
     fn = rl.make_reward_function(RewardConfig(), 8, end_token_ids=[0])
     one = [FakeEnvironment("a", 1)] + [FakeEnvironment("a", 0) for _ in range(7)]
     two = [FakeEnvironment("b", 1), FakeEnvironment("b", 1)] + [FakeEnvironment("b", 0) for _ in range(6)]

@@ -1,5 +1,5 @@
-"""With 2 processes, a group split across them gets the rewards it gets in 1 process (SPEC §4.2: RaPR over the
-gathered group), and GRPO finishes when the processes' rollouts take different numbers of tool turns. Runs the
+"""With 2 processes, a group split across them gets the rewards it gets in 1 process (paper §4: RaPR over
+the gathered group), and GRPO finishes when the processes' rollouts take different numbers of tool turns. Runs the
 workers under torchrun on CPU (gloo)."""
 
 import json

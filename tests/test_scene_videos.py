@@ -1,4 +1,4 @@
-"""Synthetic videos (pxr/scene_videos.py, SPEC §3.1): the answer shows only in the cue frames, determinism, knobs,
+"""Synthetic videos (pxr/scene_videos.py): the answer shows only in the cue frames, determinism, knobs,
 multiple choice, suites."""
 
 import re

@@ -1,4 +1,4 @@
-"""Video I/O (pxr/video.py, SPEC §1.4): uniform sampling with both backends, the fallback, and the errors."""
+"""Video I/O (pxr/video.py): uniform sampling with both backends, the fallback, and the errors."""
 
 import colorsys
 import sys
