@@ -94,7 +94,8 @@ def main():
     records, _ = data.read_jsonl(out / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     corpus = models.default_corpus(0) + [t.text for r in records for t in r.turns] + [r.question for r in records]
     model, processor = models.load_model(
-        models.build_tiny_model(out / "base", seed=0, size=args.size, corpus=corpus), episode_config=EPISODE,
+        models.build_tiny_model(out / "base", seed=0, size=args.size, corpus=corpus),
+        episode_config=EPISODE,
         device=args.device,
     )
     sft.freeze_vision_tower(model)

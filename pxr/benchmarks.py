@@ -384,3 +384,11 @@ def load_benchmark(
             raise ValueError(f"benchmark {bench.name} needs data_path: its parquet or JSONL file")
         queries, report = load_rows(data_path, data_root or None, benchmark=name, question_prompt=question_prompt)
     return (queries[:max_items] if max_items > 0 else queries), report
+
+
+def kind_counts(queries: list[Query]) -> list[dict]:
+    """Rows of items per kind (`meta["kind"]`), kinds in alphabetical order, for a notebook's table."""
+    counts: dict[str, int] = {}
+    for query in queries:
+        counts[query.meta["kind"]] = counts.get(query.meta["kind"], 0) + 1
+    return [{"kind": kind, "items": n} for kind, n in sorted(counts.items())]

@@ -252,6 +252,30 @@ def write_results(out_dir, result: EvalResult) -> Path:
     return write_metrics(out, result.metrics)
 
 
+# The figures of the headline table, in order ("score": the benchmark's metric, accuracy or anls).
+HEADLINE = ("items", "score", "rapr", "mean_ops", "op_error_rate", "zoom_iou", "zoom_cue_coverage", "frame_recall")
+GROUP_FIGURES = ("items", "score", "rapr", "mean_ops", "op_error_rate")  # per group: zoom-needed vs coarse
+
+
+def summary_tables(result: EvalResult, config: EvalConfig) -> list[tuple[str, list[dict]]]:
+    """The results as (title, rows) tables, for a notebook: the headline figures with the model, prompt and control;
+    zoom-needed vs coarse items (where the benchmark has those groups); the breakdown per kind; the ending reasons."""
+    m, score = result.metrics, get_benchmark(config.benchmark).metric
+    headline, per_group = ([score if k == "score" else k for k in names] for names in (HEADLINE, GROUP_FIGURES))
+    tables = [("", [{"model": m["model"], "prompt": m["prompt"], "control": config.control,
+                     **{k: m.get(k) for k in headline}}])]  # fmt: skip
+    groups = [
+        {"group": g, **{k: m.get(f"{k}_{g}") for k in per_group}}
+        for g in ("zoom_needed", "coarse")
+        if f"items_{g}" in m
+    ]
+    if groups:
+        tables.append(("**Zoom-needed vs coarse**\n\n", groups))
+    tables.append(("**Per kind**\n\n", result.breakdown))
+    tables.append(("", [{k: v for k, v in m.items() if k.startswith("ending_")}]))
+    return tables
+
+
 def gallery(result: EvalResult, n: int = 4) -> list[tuple[Trajectory, float]]:
     """Up to `n` trajectories, right and wrong alternating, pixel-space ones first within each."""
     scored = list(zip(result.trajectories, (r["score"] for r in result.records), strict=True))

@@ -27,6 +27,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 from PIL import Image
 
@@ -253,3 +254,66 @@ def chance(items: list[PerceptionItem]) -> dict[str, float]:
         answers = [i.answer for i in items if i.task == task]
         result[f"{task}_majority"] = max(answers.count(a) for a in set(answers)) / len(answers)
     return result
+
+
+def first_of_each_task(items: list[PerceptionItem], tasks=TASKS) -> list[PerceptionItem]:
+    """The first item of each of `tasks` that `items` hold, in `tasks`' order (the examples a notebook shows)."""
+    return [first for task in tasks if (first := next((i for i in items if i.task == task), None)) is not None]
+
+
+def tokenizer_corpus(items: list[PerceptionItem], synth_dir: str = "", *, seed: int = 0) -> tuple[list[str], str]:
+    """The text a fresh base model's tokenizer is trained on, and a line saying what it holds: a generic corpus,
+    the items' questions and, with `synth_dir` (a notebook-10 run), its trajectories' turns and questions, so that SFT
+    on that run continues with the same tokenizer."""
+    from pxr import data, models, synth_run
+
+    corpus = models.default_corpus(seed) + [i.question for i in items]
+    if not synth_dir:
+        return corpus, f"tokenizer corpus: {len(corpus)} texts (generic, and the items' questions)"
+    trajectories = Path(synth_dir) / synth_run.TRAJECTORIES
+    if not trajectories.exists():
+        raise FileNotFoundError(f"no trajectories in {synth_dir}: run `pxr run 10_synthesize_data <run>` first")
+    records, read_report = data.read_jsonl(trajectories, data.TrajectoryRecord)
+    corpus += [t.text for r in records for t in r.turns] + [r.question for r in records]
+    return corpus, f"tokenizer corpus: {len(corpus)} texts, with the trajectories of {read_report}"
+
+
+def base_model(out_dir, *, init_model: str = "", corpus: list[str], seed: int = 0, size: str = "tiny") -> Path:
+    """The model this stage trains: `init_model`, an earlier notebook-15 model that goes on training (a curriculum:
+    a base that learned one skill learns the next, with its own tokenizer), or else a fresh Qwen2.5-VL of `size`
+    built under `out_dir`, its tokenizer trained on `corpus` (`tokenizer_corpus`)."""
+    from pxr import models
+
+    if init_model:
+        return Path(init_model)
+    return models.build_tiny_model(out_dir, seed=seed, size=size, corpus=corpus)
+
+
+def answer(model, processor, items: list[PerceptionItem], episode_config: EpisodeConfig, *, max_new_tokens: int,
+           batch_size: int = 16) -> list[str | None]:  # fmt: skip
+    """Each item answered greedily in the `text` prompt (no tools offered, as the base is trained): the final
+    answers, None where the model gave none."""
+    from pxr.rollout import RolloutConfig, generate_trajectories
+
+    model.eval()
+    rollouts = generate_trajectories(
+        model, processor, [as_query(i) for i in items], episode_config=replace(episode_config, prompt="text"),
+        rollout_config=RolloutConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+    )  # fmt: skip
+    return [t.episode.answer for t in rollouts]
+
+
+def run_metrics(scores: dict[str, float], trainer, train_result, *, n_items: int) -> dict:
+    """The figures the stage records (metrics.json): the held-out scores (`score` and `chance`) as `heldout_*`, the
+    first and last training loss, the steps, the training time and the number of training items."""
+    from pxr.sft import loss_history
+
+    losses = loss_history(trainer)
+    return {
+        **{f"heldout_{k}": v for k, v in scores.items()},
+        "final_loss": losses[-1][1] if losses else None,
+        "first_loss": losses[0][1] if losses else None,
+        "steps": trainer.state.global_step,
+        "train_seconds": train_result.metrics.get("train_runtime"),
+        "items": n_items,
+    }

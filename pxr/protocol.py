@@ -331,6 +331,28 @@ def parse_tool_call(text: str) -> ToolCall | None:
     return ToolCall(name=name, arguments=arguments)
 
 
+def malformed_call_examples(box: list[float]) -> dict[str, str]:
+    """Turns a model might write that no episode can execute, by what is wrong with them (the `box` a valid normalized
+    zoom box on image 1): bad JSON, unknown ops and arguments, bad boxes and image numbers, an op on the wrong input,
+    two calls, an unclosed call. Each becomes an `Execution error:` observation (tests/test_protocol.py)."""
+    box = [round(v, 3) for v in box]
+    call = tool_call_text("zoom_in", {"bbox_2d": box, "target_image": 1})
+    return {
+        "single quotes (not JSON)": "<tool_call>{'name': 'zoom_in', 'arguments': {'bbox_2d': [0.1, 0.1, 0.5, 0.5]}}</tool_call>",
+        "unknown operation": tool_call_text("rotate", {"angle": 90}),
+        "missing bbox_2d": tool_call_text("zoom_in", {"target_image": 1}),
+        "unexpected argument": tool_call_text("zoom_in", {"bbox_2d": box, "zoom": 4}),
+        "three coordinates": tool_call_text("zoom_in", {"bbox_2d": box[:3]}),
+        "inverted box": tool_call_text("zoom_in", {"bbox_2d": [box[2], box[3], box[0], box[1]]}),
+        "pixel box outside the image": tool_call_text("zoom_in", {"bbox_2d": [400, 300, 900, 700]}),
+        "image 0 (numbers start at 1)": tool_call_text("zoom_in", {"bbox_2d": box, "target_image": 0}),
+        "image that does not exist yet": tool_call_text("zoom_in", {"bbox_2d": box, "target_image": 3}),
+        "select_frames on an image": tool_call_text("select_frames", {"target_frames": [1, 2]}),
+        "two calls in one turn": call + call,
+        "unclosed call": call.removesuffix(TOOL_CALL_CLOSE),
+    }
+
+
 # ------------------------------------------------------------------------------------------- answer extraction
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")

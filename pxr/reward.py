@@ -272,6 +272,16 @@ def shaped_reward_terms(
     return RewardTerms(correctness, curiosity, penalty, total, rapr)
 
 
+def group_table(terms: RewardTerms, n_ops: Sequence[int]) -> list[dict]:
+    """One row per rollout of a group, term by term (for a notebook's table): correctness, ops, curiosity bonus,
+    op penalty and the total r'."""
+    columns = zip(terms.correctness, n_ops, terms.curiosity, terms.penalty, terms.total, strict=True)
+    return [
+        {"rollout": i + 1, "correct": c, "ops": n, "curiosity": b, "penalty": p, "reward": t}
+        for i, (c, n, b, p, t) in enumerate(columns)
+    ]
+
+
 def shaped_rewards(
     correct: Sequence[float],
     n_ops: Sequence[int],

@@ -496,6 +496,11 @@ def _is_peft(model) -> bool:
     return hasattr(model, "merge_and_unload")
 
 
+def loss_history(trainer) -> list[tuple[int, float]]:
+    """(step, training loss) of every logged step of a `transformers.Trainer` (its `state.log_history`)."""
+    return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
+
 def save_model(trainer, processor, model_dir, *, keep_training: bool = False) -> Path:
     """The trainer's model as a self-contained folder that `pxr.models.load_model` reads: full weights and the
     processor. LoRA adapters are merged into the weights (RL and evaluation load plain checkpoints; the adapters stay

@@ -452,6 +452,144 @@ def claim_output_dir(out_dir, settings: dict) -> None:
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
+# The kinds notebook 10 synthesizes, in the order their items are written.
+SUITE_KINDS = ("tile_digit", "tile_colour", "read", "count", "coarse", "flash", "colour_change")
+# Self-correction variants: a wrong op first, then the right one (paper §3, Table 2).
+SELF_CORRECTION_VARIANTS = tuple(v for v in synth.IMAGE_VARIANTS + synth.VIDEO_VARIANTS if v != "single")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """The seed items of a synthesis run (notebook 10's parameters of the same names): SFT items per kind, RL queries
+    and held-out items per kind, the suite seed (RL queries use seed + 1, held-out items seed + 2: disjoint scenes),
+    the scene knobs and the JPEG quality the scenes are stored at."""
+
+    seed: int = 0
+    n_tile_digit: int = 0
+    n_tile_colour: int = 0
+    n_read: int = 0
+    n_count: int = 0
+    n_coarse: int = 0
+    n_flash: int = 0
+    n_colour_change: int = 0
+    n_rl_per_kind: int = 0
+    n_eval_per_kind: int = 0
+    canvas_width: int = 1536
+    canvas_height: int = 1024
+    target_size: int = 28  # the small shapes' side (read, count)
+    tile_size: int = 30  # the grid's tiles' side (tile_digit, tile_colour)
+    jpeg_quality: int = 95
+
+    def counts(self) -> dict[str, int]:
+        """SFT items per kind, for the kinds that have any (a kind with none has no RL or held-out items either)."""
+        return {kind: n for kind in SUITE_KINDS if (n := getattr(self, f"n_{kind}"))}
+
+    def knobs(self, kind: str) -> dict:
+        """The scene knobs of `kind`: the canvas and the tile or small-shape size (coarse has one large shape of its
+        own size; videos take none)."""
+        canvas = {"width": self.canvas_width, "height": self.canvas_height}
+        if kind in scenes.GRID_KINDS:
+            return {**canvas, "tile_size": self.tile_size}
+        if kind in ("read", "count"):
+            return {**canvas, "target_size": self.target_size}
+        return canvas if kind == "coarse" else {}
+
+
+@dataclass
+class Suites:
+    """The seed items of one run, by split."""
+
+    sft: list[data.SeedItem]
+    rl: list[data.SeedItem]
+    eval: list[data.SeedItem]
+
+    @property
+    def op_needed_share(self) -> float:
+        return sum(i.needs_op for i in self.sft) / max(len(self.sft), 1)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.sft)} SFT items, {len(self.rl)} RL queries, {len(self.eval)} held-out queries; "
+            f"{self.op_needed_share:.0%} of SFT items need an op"
+        )
+
+
+def write_suites(config: SuiteConfig, out_dir, *, workers: int = 1) -> Suites:
+    """Every split's seed items written under `out_dir` (`write_seed_items`), listed in `seed_items.jsonl` (SFT),
+    `rl_queries.jsonl` and `eval_queries.jsonl`. `workers`: processes that render the scenes (the same items in the
+    same order for any number)."""
+    out = Path(out_dir)
+
+    def split(name: str, seed: int, per_kind: int | None = None) -> list[data.SeedItem]:
+        return [
+            item
+            for kind, n in config.counts().items()
+            for item in write_seed_items(
+                kind,
+                n if per_kind is None else per_kind,
+                seed,
+                out,
+                split=name,
+                jpeg_quality=config.jpeg_quality,
+                workers=workers,
+                **config.knobs(kind),
+            )
+        ]
+
+    items = {
+        "sft": split("sft", config.seed),
+        "rl": split("rl", config.seed + 1, config.n_rl_per_kind),
+        "eval": split("eval", config.seed + 2, config.n_eval_per_kind),
+    }
+    data.write_jsonl(out / "seed_items.jsonl", items["sft"])
+    export_queries(items["rl"], out / RL_QUERIES)
+    export_queries(items["eval"], out / EVAL_QUERIES)
+    return Suites(**items)
+
+
+def resume_settings(config: SuiteConfig, *, teacher: str, teacher_model: str, episode_config, synth_config) -> dict:
+    """What a run must share with the run it resumes (`claim_output_dir`): the suites' seed and scenes, the teacher
+    (its model name only for a teacher that has one), the storage quality, the episode and the variant proportions."""
+    return {
+        "seed": config.seed,
+        "canvas": [config.canvas_width, config.canvas_height],
+        "target_size": config.target_size,
+        "tile_size": config.tile_size,
+        "teacher": teacher,
+        "teacher_model": teacher_model if teacher != "template" else "",
+        "jpeg_quality": config.jpeg_quality,
+        "episode": episode_config,
+        "synth": synth_config,
+    }
+
+
+def one_per_variant(records: list[data.TrajectoryRecord]) -> list[data.TrajectoryRecord]:
+    """The first trajectory of each variant, in order of first appearance."""
+    first: dict[str, data.TrajectoryRecord] = {}
+    for record in records:
+        first.setdefault(record.variant, record)
+    return list(first.values())
+
+
+def run_metrics(records: list[data.TrajectoryRecord], report: SynthReport, suites: Suites) -> dict:
+    """The figures a synthesis run records (metrics.json): trajectories, what this run wrote and failed to write
+    (> 0 failed: the run is recorded partial and redone by `pxr pipeline`), the share of items that need an op, of
+    self-correction trajectories, and of assistant turns masked out of the loss, and the RL and held-out queries."""
+    assistant = [t for r in records for t in r.turns if t.role == "assistant"]
+    return {
+        "sft_trajectories": len(records),
+        "written_this_run": report.written,
+        "failed_items": report.failed_items,
+        "op_needed_share": round(suites.op_needed_share, 3),
+        "self_correction_share": round(
+            sum(r.variant in SELF_CORRECTION_VARIANTS for r in records) / max(len(records), 1), 3
+        ),
+        "masked_assistant_turn_share": round(1 - sum(t.trainable for t in assistant) / max(len(assistant), 1), 3),
+        "rl_queries": len(suites.rl),
+        "eval_queries": len(suites.eval),
+    }
+
+
 def smoke_dataset(out_dir, *, seed: int = 0, episode_config: EpisodeConfig | None = None) -> Path:
     """A few trajectories and held-out queries made offline in seconds: what a later stage's notebook uses when no
     synthesis run is named (interactive use, nbval). Returns the folder, laid out as notebook 10 lays out a run."""

@@ -97,6 +97,27 @@ def pixelated(image: Image.Image, scale: float) -> Image.Image:
     return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
 
 
+def as_shown_views(
+    source: Image.Image, shown: Image.Image, box: Sequence[float], *, margin: float, enlarge: float = 12
+) -> tuple[list[Image.Image], list[str]]:
+    """What the model sees of a detail, for `show_images`: the whole image as shown, the region `box` (source px)
+    grown by `margin` px per side as shown (enlarged `enlarge` times, pixel for pixel), and that region in the source."""
+    near = [box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin]
+    scale = shown.width / source.width
+    images = [shown, pixelated(shown.crop([round(v * scale) for v in near]), enlarge), source.crop(near)]
+    titles = [f"as the model sees it ({shown.width}x{shown.height})", "the target as shown (enlarged)",
+              "the target in the source"]  # fmt: skip
+    return images, titles
+
+
+def zoom_views(source: Image.Image, zoomed, cue_box: Sequence[float]) -> tuple[list[Image.Image], list[str]]:
+    """What `zoom_in` did, for `show_images`: the source with the zoom box (`zoomed`, the new image's
+    `pxr.episode.ImageEntry`) and the cue box drawn, and the new image as the model is shown it."""
+    n, crop = zoomed.number, zoomed.shown
+    images = [draw_boxes(source, [zoomed.root_box, cue_box], labels=[f"image {n}", "cue"]), crop]
+    return images, ["the zoom box on the source", f"image {n}, as returned ({crop.width}x{crop.height})"]
+
+
 def show_images(
     images: Sequence[Image.Image | np.ndarray],
     titles: Sequence[str] | None = None,

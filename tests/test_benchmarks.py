@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pxr import scenes
-from pxr.benchmarks import BENCHMARKS, get_benchmark, load_benchmark, load_rows
+from pxr.benchmarks import BENCHMARKS, get_benchmark, kind_counts, load_benchmark, load_rows
 from pxr.episode import VisualEpisode
 
 
@@ -190,3 +190,11 @@ def test_whatever_a_row_holds_it_is_at_most_one_bad_row(root):
     assert [q.id for q in queries] == ["number-options", "one-frame-video"]
     assert report.skipped == {"bad row": 6, "corrupt image": 2}
     assert queries[0].options == ["1", "2"] and queries[1].video == [(root / "images" / "a.jpg").resolve()]
+
+
+def test_kind_counts_are_rows_of_items_per_kind():
+    from pxr.rollout import Query
+
+    queries = [Query(f"q{i}", "?", images=[], answer="1", meta={"kind": kind}) for i, kind in enumerate("bab")]
+    assert kind_counts(queries) == [{"kind": "a", "items": 1}, {"kind": "b", "items": 2}]
+    assert kind_counts([]) == []

@@ -5,7 +5,7 @@ from PIL import Image
 
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
-from pxr.protocol import tool_call_text
+from pxr.protocol import malformed_call_examples, tool_call_text
 from tests.test_ops import coordinate_image, pixel_xy
 
 
@@ -300,3 +300,16 @@ def test_blank_observations_run_the_op_and_return_blank_images_of_the_same_size(
     frames = VisualEpisode(video=video, blank_observations=True)
     obs = frames.step(select([2, 3]))
     assert obs.ok and all(image.getextrema() == ((128, 128),) * 3 for image in obs.images)
+
+
+def test_every_malformed_call_example_becomes_an_execution_error():
+    examples = malformed_call_examples([0.4, 0.4, 0.5, 0.5])
+    assert len(examples) == 12
+    for what, text in examples.items():
+        obs = VisualEpisode(images=[coordinate_image(1536, 1024)]).step(text)
+        assert obs is not None and not obs.ok, what
+        assert obs.text.startswith("Execution error: "), (what, obs.text)
+    # The examples are built on the box they are given (rounded as a model writes boxes).
+    assert "[0.5, 0.5, 0.4, 0.4]" in examples["inverted box"]
+    assert examples["unclosed call"].startswith("<tool_call>") and "</tool_call>" not in examples["unclosed call"]
+    assert examples["two calls in one turn"].count("<tool_call>") == 2

@@ -2,6 +2,7 @@
 error rate, zoom IoU and frame recall; the controls change what the episodes do; results are written."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -9,7 +10,15 @@ from transformers.utils import is_torchvision_available
 
 from pxr import models, protocol
 from pxr.config import EpisodeConfig
-from pxr.evaluate import EvalConfig, controlled, evaluate, gallery, resolve_video_input, write_results
+from pxr.evaluate import (
+    EvalConfig,
+    controlled,
+    evaluate,
+    gallery,
+    resolve_video_input,
+    summary_tables,
+    write_results,
+)
 from pxr.importers import ImportReport
 from pxr.rollout import Query
 from tests.test_rollout import ScriptedModel
@@ -76,6 +85,26 @@ def test_scripted_model_gives_the_exact_figures(processor):
     assert m["question_prompt"] == "released" and m["video_input"] == "frames" and m["model_family"] == "qwen2.5-vl"
     assert m["control"] == "none" and m["backend"] == "local" and m["model"] == "scripted"
     assert m["decoding"] == "greedy" and m["max_ops"] == 4 and m["image_max_pixels"] == 200704
+
+
+def test_summary_tables_lay_out_the_headline_groups_kinds_and_endings(processor):
+    result = run(processor)
+    config = EvalConfig(benchmark="jsonl", control="none", model_path="scripted")
+    titles = [title for title, _ in summary_tables(result, config)]
+    assert titles == ["", "**Zoom-needed vs coarse**\n\n", "**Per kind**\n\n", ""]
+    (_, headline), (_, groups), (_, kinds), (_, endings) = summary_tables(result, config)
+    assert list(headline[0]) == ["model", "prompt", "control", "items", "accuracy", "rapr", "mean_ops",
+                                 "op_error_rate", "zoom_iou", "zoom_cue_coverage", "frame_recall"]  # fmt: skip
+    assert headline[0]["model"] == "scripted" and headline[0]["accuracy"] == pytest.approx(0.6)
+    assert [g["group"] for g in groups] == ["zoom_needed", "coarse"]
+    assert list(groups[1]) == ["group", "items", "accuracy", "rapr", "mean_ops", "op_error_rate"]
+    assert groups[1]["items"] == 1 and groups[1]["accuracy"] == 1.0 and groups[1]["rapr"] == 0.0
+    assert kinds == result.breakdown
+    assert endings == [{k: v for k, v in result.metrics.items() if k.startswith("ending_")}]
+    assert endings[0]["ending_answer"] == 1.0
+    coarse_only = replace(result, metrics={k: v for k, v in result.metrics.items() if not k.endswith("_zoom_needed")
+                                           and not k.endswith("_coarse")})  # fmt: skip
+    assert [t for t, _ in summary_tables(coarse_only, config)] == ["", "**Per kind**\n\n", ""]  # no groups: no table
 
 
 def test_blank_control_runs_the_ops_but_shows_blank_images(processor):

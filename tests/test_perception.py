@@ -122,3 +122,77 @@ def test_several_tiles_of_one_scene_each_get_their_own_question_and_crop():
         assert sum(max(abs(a - b) for a, b in zip(p, fill, strict=True)) < 40 for p in pixels) / len(pixels) > 0.2
     with pytest.raises(ValueError, match="items_per_scene"):
         perception.PerceptionConfig(items_per_scene=2, scene_family="named", n_count=0)
+
+
+def _item(item_id, task, answer="1"):
+    return perception.PerceptionItem(item_id, task, f"q {item_id}", answer, None)
+
+
+def test_first_of_each_task_keeps_the_tasks_order():
+    items = [_item("a", "coarse"), _item("b", "read"), _item("c", "read"), _item("d", "peek")]
+    assert [i.id for i in perception.first_of_each_task(items)] == ["b", "d", "a"]
+    assert [i.id for i in perception.first_of_each_task(items, ["coarse", "count"])] == ["a"]
+
+
+def test_the_tokenizer_corpus_adds_the_synthesis_runs_text(tmp_path):
+    from pxr import synth_run
+
+    items = [_item("a", "read"), _item("b", "coarse")]
+    generic, note = perception.tokenizer_corpus(items, "", seed=0)
+    assert generic[-2:] == ["q a", "q b"]
+    assert note == f"tokenizer corpus: {len(generic)} texts (generic, and the items' questions)"
+    with pytest.raises(FileNotFoundError, match="pxr run 10_synthesize_data"):
+        perception.tokenizer_corpus(items, str(tmp_path), seed=0)
+    run = synth_run.smoke_dataset(tmp_path / "synth")
+    corpus, note = perception.tokenizer_corpus(items, str(run), seed=0)
+    records, _ = synth_run.read_trajectories(run)
+    assert corpus[: len(generic)] == generic and records[0].question in corpus
+    assert records[0].turns[0].text in corpus and "read 10, ok 10" in note
+
+
+def test_the_base_model_is_the_one_named_or_a_fresh_one(tmp_path, monkeypatch):
+    named = perception.base_model(tmp_path, init_model="outputs/15_perception_base/toy/model", corpus=[])
+    assert str(named) == "outputs/15_perception_base/toy/model"  # goes on training; nothing is built
+    built = []
+    monkeypatch.setattr(models, "build_tiny_model", lambda out, **kw: built.append((out, kw)) or out)
+    assert perception.base_model(tmp_path / "base", corpus=["x"], seed=3, size="small") == tmp_path / "base"
+    assert built == [(tmp_path / "base", {"seed": 3, "size": "small", "corpus": ["x"]})]
+
+
+def test_answers_are_greedy_text_prompt_rollouts(monkeypatch):
+    from types import SimpleNamespace
+
+    from pxr import rollout
+
+    seen = {}
+
+    def fake_rollouts(model, processor, queries, *, episode_config, rollout_config):
+        seen.update(queries=queries, episode_config=episode_config, rollout_config=rollout_config)
+        return [SimpleNamespace(episode=SimpleNamespace(answer=q.answer if q.id == "a" else None)) for q in queries]
+
+    monkeypatch.setattr(rollout, "generate_trajectories", fake_rollouts)
+    model = SimpleNamespace(eval=lambda: seen.setdefault("eval", True))
+    answers = perception.answer(model, None, [_item("a", "read", "7"), _item("b", "read")], TOY_EPISODE,
+                                max_new_tokens=16)  # fmt: skip
+    assert answers == ["7", None] and seen["eval"]
+    assert seen["episode_config"] == replace(TOY_EPISODE, prompt="text")
+    assert seen["rollout_config"].max_new_tokens == 16 and seen["rollout_config"].temperature == 0.0
+    assert [q.id for q in seen["queries"]] == ["a", "b"] and seen["queries"][0].meta == {"kind": "read"}
+
+
+def test_run_metrics_hold_the_held_out_scores_and_the_losses():
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(
+        global_step=6, log_history=[{"step": 1, "loss": 2.5}, {"eval": 1}, {"step": 6, "loss": 0.5}]
+    )
+    trainer, result = SimpleNamespace(state=state), SimpleNamespace(metrics={"train_runtime": 12.0})
+    metrics = perception.run_metrics({"read_accuracy": 0.5, "read_majority": 0.25}, trainer, result, n_items=28)
+    assert metrics == {"heldout_read_accuracy": 0.5, "heldout_read_majority": 0.25, "final_loss": 0.5, "first_loss": 2.5,
+                       "steps": 6, "train_seconds": 12.0, "items": 28}  # fmt: skip
+    assert list(metrics)[0] == "heldout_read_accuracy"  # the headline first
+    state.log_history = []
+    assert perception.run_metrics({}, trainer, result, n_items=0)["final_loss"] is None
+    assert sft.loss_history(SimpleNamespace(state=SimpleNamespace(log_history=[{"step": 2, "loss": 1.0}]))) == [
+        (2, 1.0)
+    ]

@@ -9,6 +9,7 @@ from pxr.reward import (
     RewardTerms,
     curiosity_table,
     group_rewards,
+    group_table,
     is_correct,
     pixel_reasoning_rate,
     shaped_reward_terms,
@@ -134,6 +135,19 @@ def test_released_form_penalty_matches_paper():
     released = shaped_reward_terms([0] * G, n_ops, form="released")
     assert released.penalty == pytest.approx([-0.2, -0.05, 0, 0, 0, 0, 0, 0])
     assert released.penalty == shaped_reward_terms([0] * G, n_ops).penalty
+
+
+def test_group_table_lists_each_rollouts_terms():
+    correct, n_ops = [1, 1, 0, 0, 1, 0, 1, 0], [1, 3, 0, 0, 0, 0, 0, 0]
+    terms = shaped_reward_terms(correct, n_ops)
+    rows = group_table(terms, n_ops)
+    assert [r["rollout"] for r in rows] == list(range(1, 9))
+    assert rows[0] == {"rollout": 1, "correct": 1.0, "ops": 1, "curiosity": pytest.approx(0.025), "penalty": 0.0,
+                       "reward": pytest.approx(1.025)}  # fmt: skip
+    assert rows[1]["penalty"] == pytest.approx(-0.1) and rows[1]["reward"] == pytest.approx(0.925)
+    assert rows[2] == {"rollout": 3, "correct": 0.0, "ops": 0, "curiosity": 0.0, "penalty": 0.0, "reward": 0.0}
+    with pytest.raises(ValueError):
+        group_table(terms, n_ops[:-1])  # one op count per rollout
 
 
 def test_curiosity_table():

@@ -195,3 +195,59 @@ def test_the_teacher_trajectory_of_an_in_memory_scene_is_what_synthesis_writes(t
         result = synth_run.teacher_trajectory(scene, item.id, episode_config=EPISODE, synth_config=SYNTH)
         assert result.variant == record.variant
         assert [t.text for t in result.turns] == [t.text for t in record.turns]
+
+
+def test_suite_config_lists_the_kinds_with_items_and_their_scene_knobs():
+    config = synth_run.SuiteConfig(n_read=2, n_tile_digit=1, n_flash=1, n_coarse=0, canvas_width=1500,
+                                   canvas_height=1000, target_size=28, tile_size=30)  # fmt: skip
+    assert config.counts() == {"tile_digit": 1, "read": 2, "flash": 1}  # in SUITE_KINDS order, kinds with none left out
+    assert config.knobs("tile_colour") == {"width": 1500, "height": 1000, "tile_size": 30}
+    assert config.knobs("count") == {"width": 1500, "height": 1000, "target_size": 28}
+    assert config.knobs("coarse") == {"width": 1500, "height": 1000}
+    assert config.knobs("flash") == config.knobs("colour_change") == {}
+    assert set(synth_run.SELF_CORRECTION_VARIANTS) == {"wrong_crop", "two_wrong", "overlarge", "wrong_frames"}
+
+
+def test_write_suites_writes_every_split_from_disjoint_seeds(tmp_path):
+    config = synth_run.SuiteConfig(seed=3, n_read=3, n_coarse=1, n_rl_per_kind=2, n_eval_per_kind=1,
+                                   canvas_width=448, canvas_height=320)  # fmt: skip
+    suites = synth_run.write_suites(config, tmp_path)
+    assert [i.id for i in suites.sft] == ["sft-read-00000", "sft-read-00001", "sft-read-00002", "sft-coarse-00000"]
+    assert len(suites.rl) == 4 and len(suites.eval) == 2
+    scene_seeds = [{i.meta["scene_seed"] for i in split} for split in (suites.sft, suites.rl, suites.eval)]
+    assert not (scene_seeds[0] & scene_seeds[1]) and not (scene_seeds[0] & scene_seeds[2])
+    assert suites.op_needed_share == 0.75
+    assert str(suites) == "4 SFT items, 4 RL queries, 2 held-out queries; 75% of SFT items need an op"
+    assert len(data.read_jsonl(tmp_path / "seed_items.jsonl", data.SeedItem)[0]) == 4
+    assert len(data.read_jsonl(tmp_path / synth_run.RL_QUERIES, data.RLQuery)[0]) == 4
+    assert len(data.read_jsonl(tmp_path / synth_run.EVAL_QUERIES, data.RLQuery)[0]) == 2
+
+
+def test_resume_settings_name_the_teacher_model_only_for_a_teacher_that_has_one():
+    config = synth_run.SuiteConfig(seed=1, canvas_width=1500, canvas_height=1000, target_size=30, tile_size=30)
+    settings = synth_run.resume_settings(config, teacher="template", teacher_model="gpt-4o", episode_config=EPISODE,
+                                         synth_config=SYNTH)  # fmt: skip
+    assert settings == {"seed": 1, "canvas": [1500, 1000], "target_size": 30, "tile_size": 30, "teacher": "template",
+                        "teacher_model": "", "jpeg_quality": 95, "episode": EPISODE, "synth": SYNTH}  # fmt: skip
+    assert synth_run.resume_settings(config, teacher="openai", teacher_model="gpt-4o", episode_config=EPISODE,
+                                     synth_config=SYNTH)["teacher_model"] == "gpt-4o"  # fmt: skip
+
+
+def test_run_metrics_and_one_trajectory_per_variant(tmp_path):
+    suites = synth_run.write_suites(synth_run.SuiteConfig(n_read=6, n_coarse=2, n_rl_per_kind=1), tmp_path)
+    report = synth_run.synthesize(suites.sft, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH,
+                                  episode_config=EPISODE, progress=False)  # fmt: skip
+    records, _ = synth_run.read_trajectories(tmp_path, report)
+    shown = synth_run.one_per_variant(records)
+    assert sorted(r.variant for r in shown) == sorted({r.variant for r in records})
+    assert all(r is next(x for x in records if x.variant == r.variant) for r in shown)  # the first of each
+    metrics = synth_run.run_metrics(records, report, suites)
+    corrections = sum(r.variant in ("wrong_crop", "two_wrong", "overlarge") for r in records)
+    turns = [t for r in records for t in r.turns if t.role == "assistant"]
+    assert metrics == {
+        "sft_trajectories": 8, "written_this_run": 8, "failed_items": 0, "op_needed_share": 0.75,
+        "self_correction_share": round(corrections / 8, 3),
+        "masked_assistant_turn_share": round(sum(not t.trainable for t in turns) / len(turns), 3),
+        "rl_queries": 2, "eval_queries": 0,
+    }  # fmt: skip
+    assert 0 < metrics["masked_assistant_turn_share"] < 1 or corrections == 0

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pxr.viz import draw_boxes, frame_strip, markdown_table, pixelated, show_images
+from pxr.viz import as_shown_views, draw_boxes, frame_strip, markdown_table, pixelated, show_images, zoom_views
 
 RED = (255, 40, 40)
 WHITE = (255, 255, 255)
@@ -183,3 +183,29 @@ def test_arm_small_multiples_panels_rows_arms_and_absent_panels():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
     with pytest.raises(ValueError, match="at least one panel"):
         arm_small_multiples([], [("y", "Y")])
+
+
+def test_as_shown_views_show_one_region_as_shown_enlarged_and_in_the_source():
+    source = Image.new("RGB", (1536, 1024), "white")
+    shown = source.resize((532, 364))
+    images, titles = as_shown_views(source, shown, [700, 500, 728, 528], margin=28, enlarge=12)
+    assert images[0] is shown and len(images) == len(titles) == 3
+    assert titles[0] == "as the model sees it (532x364)"
+    near = [672, 472, 756, 556]  # the box grown by 28 px per side, in source pixels
+    as_shown = [round(v * 532 / 1536) for v in near]
+    assert images[1].size == ((as_shown[2] - as_shown[0]) * 12, (as_shown[3] - as_shown[1]) * 12) == (348, 360)
+    assert images[2].size == (84, 84)
+
+
+def test_zoom_views_show_the_zoom_box_on_the_source_and_the_image_returned():
+    from pxr.episode import VisualEpisode
+    from pxr.protocol import tool_call_text
+
+    source = Image.new("RGB", (1536, 1024), "white")
+    episode = VisualEpisode(images=[source])
+    episode.step(tool_call_text("zoom_in", {"bbox_2d": [0.4, 0.4, 0.5, 0.5], "target_image": 1}))
+    images, titles = zoom_views(source, episode.entries[1], [700, 450, 730, 480])
+    assert titles == ["the zoom box on the source", "image 2, as returned (448x308)"]
+    assert images[1] is episode.entries[1].shown and images[0].size == source.size
+    x1, y1 = episode.entries[1].root_box[:2]
+    assert images[0].getpixel((x1, y1)) != (255, 255, 255)  # the zoom box is drawn where it was cut
