@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pxr-installed
 
-.PHONY: demo test toy trap test-unit test-notebooks lint strip install clean-smoke gpu-deps-check
+.PHONY: demo test test-fast toy trap test-unit test-notebooks lint strip install clean-smoke gpu-deps-check
 
 demo: $(STAMP)
 	$(BIN)/pxr pipeline smoke
@@ -17,6 +17,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 	$(BIN)/pxr pipeline smoke --force
 	@echo; $(BIN)/pxr runs --run smoke
+
+# The unit tier (under 30 s on 2 cores): every test not marked `slow` (model training, launched processes, notebooks
+# and papermill runs are slow). `make test` stays the CI contract.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The toy reproduction (outputs/LOG.md, 2026-12-04): the main line (`pxr pipeline toy`: data, perception base, SFT,
 # RL, evaluation, demo; tile grids addressed by position words), then its controls and ablations, each a pipeline of

@@ -234,6 +234,7 @@ def test_learning_trap_figure_draws_one_colour_per_arm(outputs):
     assert (rapr.get_ylabel(), accuracy.get_ylabel(), accuracy.get_xlabel()) == ("sampled RaPR", "accuracy", "step")
 
 
+@pytest.mark.slow
 def test_notebook_builds_the_table_and_figure_from_a_fake_outputs_tree(outputs, tmp_path):
     import papermill
 
@@ -306,6 +307,7 @@ def test_trap_map_has_a_panel_per_knob_value_and_a_colour_per_arm(tmp_path):
     assert A.line_panels(runs, exclude=frozenset().union(*(names for _, _, names in knobs)))[0].runs[0].run == "toy"
 
 
+@pytest.mark.slow
 def test_trap_knobs_come_from_the_committed_grids():
     knobs = A.trap_knobs()
     assert [(knob, title) for knob, title, _ in knobs] == [

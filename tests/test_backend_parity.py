@@ -69,6 +69,7 @@ def _as_served(messages: list[dict]) -> tuple[list[dict], list[Image.Image]]:
     return served, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", protocol.PROMPT_VARIANTS)
 def test_in_process_and_openai_backends_render_the_same_token_ids(processor, family, variant):
     trajectory, prompt_after_call = _episode(variant, family)

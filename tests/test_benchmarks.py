@@ -152,6 +152,7 @@ def test_benchmark_specific_instruction_and_scorers():
         load_benchmark("infovqa")
 
 
+@pytest.mark.slow
 def test_synthetic_suites_are_held_out_and_carry_their_cues(tmp_path):
     queries, report = load_benchmark("synthetic-zoom-named", out_dir=tmp_path, n_per_kind=1)
     assert [q.meta["kind"] for q in queries] == ["read", "count", "coarse"] and report.n_skipped == 0

@@ -139,6 +139,7 @@ FIELD_NAMES = sorted({f for r in RECORDS for f in r.to_dict()} | {"role", "text"
     st.sampled_from([SeedItem, TrajectoryTurn, TrajectoryRecord, RLQuery]),
     st.dictionaries(st.sampled_from(FIELD_NAMES), JSON_VALUES, max_size=12),
 )
+@pytest.mark.slow
 def test_from_dict_raises_only_record_errors(cls, value):
     try:
         record = cls.from_dict(value)
@@ -230,6 +231,7 @@ def test_write_jsonl_replaces_the_file_whole(tmp_path):
 FRAGMENTS = [json.dumps(r.to_dict()).encode() for r in RECORDS] + [b"[[[[[[", b"{}", b"null", b'{"turns": [1]}']
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=40) | st.sampled_from(FRAGMENTS), max_size=8), st.booleans())
 def test_read_jsonl_never_raises_on_any_bytes(tmp_path_factory, pieces, cut):
@@ -601,6 +603,7 @@ ROW_VALUES = {
 ROWS = st.lists(st.fixed_dictionaries({}, optional=ROW_VALUES) | JSON_VALUES, max_size=6)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(ROWS)
 def test_importers_never_raise_on_arbitrary_rows(tmp_path_factory, rows):

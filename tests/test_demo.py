@@ -24,6 +24,7 @@ def png_bytes(size=(320, 240)):
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_stepper_shows_each_zoom_then_the_answer():
     stepper = demo.EpisodeStepper(demo.scene_query("read", 3), scripted([ZOOM, "It reads \\boxed{7}"]))
     first = stepper.step()
@@ -52,6 +53,7 @@ def test_token_budget_ends_the_episode():
     assert view.done and view.ending == "limit"
 
 
+@pytest.mark.slow
 def test_queries_from_scenes_and_uploads(tmp_path):
     video = demo.scene_query("flash", 2)
     assert video.images is None and len(video.video) > 1 and video.answer is not None
@@ -94,6 +96,7 @@ def app(monkeypatch):
     return application
 
 
+@pytest.mark.slow
 def test_widget_callbacks_drive_an_episode(app):
     app.on_new_scene()
     assert app.query.id == "read-5" and "scene read-5" in app.status.value
@@ -119,6 +122,7 @@ def test_widget_errors_are_reported_not_raised(app):
     assert app.query.id == "a" and app.query.question == "What is it?"
 
 
+@pytest.mark.slow
 def test_tiny_model_steps_for_real(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the model's temp folder is removed with tmp_path
     config = EpisodeConfig()
@@ -129,6 +133,7 @@ def test_tiny_model_steps_for_real(tmp_path, monkeypatch):
     assert view.number == 1 and stepper.trajectory.generated_tokens > 0 and view.pictures
 
 
+@pytest.mark.slow
 def test_with_no_model_the_teacher_trajectory_is_replayed_through_the_episode_and_labelled():
     config = EpisodeConfig(image_max_pixels=168 * 112, crop_min_pixels=112 * 112, crop_max_pixels=112 * 112,
                            zoom_padding=0.0)  # fmt: skip
@@ -151,6 +156,7 @@ def test_with_no_model_the_teacher_trajectory_is_replayed_through_the_episode_an
         demo.teacher_generator(demo.scene_query("tile_digit", 5, "What is this?"), config)
 
 
+@pytest.mark.slow
 def test_the_app_replays_the_teacher_when_the_model_is_named_teacher(app):
     app.model_path.value = demo.TEACHER
     app.kind.value = "tile_digit"

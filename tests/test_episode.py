@@ -23,6 +23,7 @@ def episode():
     return VisualEpisode(images=[coordinate_image(1536, 1024)])
 
 
+@pytest.mark.slow
 def test_query_image_is_shown_at_the_budget_and_kept_at_source_resolution(episode):
     shown = episode.entries[0].shown
     assert shown.size == (532, 364)  # Qwen's rounding of 1536x1024 into 256 tiles of 28x28
@@ -30,6 +31,7 @@ def test_query_image_is_shown_at_the_budget_and_kept_at_source_resolution(episod
     assert episode.shown_images == [shown]
 
 
+@pytest.mark.slow
 def test_zoom_appends_image_2_and_names_it(episode):
     obs = episode.step(zoom([0.4, 0.4, 0.5, 0.5]))
     assert obs.ok and obs.numbers == [2]
@@ -92,6 +94,7 @@ def test_target_image_must_name_an_existing_image(episode, target, ok):
         assert obs.text.startswith("Execution error: target_image must be an image number from 1 to 1")
 
 
+@pytest.mark.slow
 def test_crops_are_resized_into_the_crop_budget():
     ep = VisualEpisode(images=[Image.new("RGB", (4000, 3000))], crop_max_pixels=64 * 784, crop_min_pixels=4 * 784)
     obs = ep.step(zoom([0.0, 0.0, 0.8, 0.8]))
@@ -187,6 +190,7 @@ def test_max_images_counts_a_video_as_one_input(video):
     assert not vid.step(select([3])).ok and vid.limit_reason == "max_images" and len(vid.entries) == 18
 
 
+@pytest.mark.slow
 def test_answer_turn_ends_the_episode(episode):
     assert episode.step("The digit is \\boxed{7}.") is None
     assert episode.done and episode.ending == "answer" and episode.answer == "7"
@@ -285,6 +289,7 @@ def test_max_turns_bounds_an_episode_of_failing_calls():
     assert answered.step("\\boxed{2}") is None and answered.ending == "answer"  # answering is always allowed
 
 
+@pytest.mark.slow
 def test_blank_observations_run_the_op_and_return_blank_images_of_the_same_size(video):
     real = VisualEpisode(images=[coordinate_image(1536, 1024)])
     blank = VisualEpisode(images=[coordinate_image(1536, 1024)], blank_observations=True)
@@ -302,6 +307,7 @@ def test_blank_observations_run_the_op_and_return_blank_images_of_the_same_size(
     assert obs.ok and all(image.getextrema() == ((128, 128),) * 3 for image in obs.images)
 
 
+@pytest.mark.slow
 def test_every_malformed_call_example_becomes_an_execution_error():
     examples = malformed_call_examples([0.4, 0.4, 0.5, 0.5])
     assert len(examples) == 12

@@ -3,6 +3,7 @@ never raises; malformed calls become `Execution error:` observations, never inte
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -56,6 +57,7 @@ def fresh(video=False):
     return VisualEpisode(video=FRAMES) if video else VisualEpisode(images=[IMAGE])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(text=st.text(max_size=300), video=st.booleans())
 def test_arbitrary_text_never_raises(text, video):
@@ -63,6 +65,7 @@ def test_arbitrary_text_never_raises(text, video):
     check(episode.step(text), episode, 1 if not video else 16)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(text=st.text(max_size=200), video=st.booleans())
 def test_arbitrary_text_inside_tool_call_tags_is_an_error_observation(text, video):
@@ -70,6 +73,7 @@ def test_arbitrary_text_inside_tool_call_tags_is_an_error_observation(text, vide
     check(episode.step(f"<tool_call>{text}</tool_call>"), episode, 1 if not video else 16)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(name=op_names, args=arguments, video=st.booleans(), prefix=st.text(max_size=20))
 def test_generated_calls_never_raise(name, args, video, prefix):
@@ -101,6 +105,7 @@ def mutated_call(draw):
     return text
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(text=mutated_call(), video=st.booleans())
 def test_mutated_valid_calls_never_raise(text, video):
@@ -116,6 +121,7 @@ def test_mutated_valid_calls_never_raise(text, video):
     h=st.floats(0.05, 1),
     padding=st.sampled_from([0.0, 0.1, 0.25]),
 )
+@pytest.mark.slow
 def test_valid_normalized_zooms_crop_exactly_the_padded_box(x1, y1, w, h, padding):
     box = [x1, y1, min(1.0, x1 + w), min(1.0, y1 + h)]
     if not (box[0] < box[2] and box[1] < box[3]):
@@ -134,6 +140,7 @@ def test_valid_normalized_zooms_crop_exactly_the_padded_box(x1, y1, w, h, paddin
 @given(
     turns=st.lists(st.sampled_from(VALID_CALLS + ["\\boxed{4}", "thinking", "<tool_call>{</tool_call>"]), max_size=12)
 )
+@pytest.mark.slow
 def test_record_counts_stay_consistent_over_any_sequence_of_turns(turns):
     episode = VisualEpisode(images=[IMAGE], max_ops=3, max_images=5)
     for turn in turns:

@@ -66,6 +66,7 @@ def run(processor, control="none"):
     return evaluate(items(), config, episode_config=EpisodeConfig(), model=model, processor=processor, progress=False)
 
 
+@pytest.mark.slow
 def test_scripted_model_gives_the_exact_figures(processor):
     result = run(processor)
     m = result.metrics

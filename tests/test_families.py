@@ -93,6 +93,7 @@ def qwen3_dir(tmp_path_factory):
     return models.build_tiny_model(tmp_path_factory.mktemp("qwen3"), family="qwen3-vl")
 
 
+@pytest.mark.slow
 def test_the_tiny_model_builds_in_qwen3_vl_shape_and_load_model_checks_the_family(qwen3_dir, tmp_path):
     assert json.loads((qwen3_dir / "config.json").read_text())["model_type"] == "qwen3_vl"
     assert models.model_family(qwen3_dir) == "qwen3-vl"

@@ -101,6 +101,7 @@ def fake_grid(fake_repo):
     return fake_repo
 
 
+@pytest.mark.slow
 def test_grid_runs_points_into_their_own_folders_and_skips_finished_ones(fake_grid, capsys):
     assert cli.main(["grid", "00", "demo", "--only", "toy_n4-*"]) == 0
     out = fake_grid / "outputs" / "00_first"
@@ -121,6 +122,7 @@ def test_grid_runs_points_into_their_own_folders_and_skips_finished_ones(fake_gr
     assert {r["run"]: r["headline"] for r in runs.list_runs()}["toy_n1-scale1"] == "score=1.0"
 
 
+@pytest.mark.slow
 def test_grid_reports_failed_points_and_unknown_parameters(fake_grid, capsys):
     (fake_grid / "params" / "00_first" / "grid_bad.yaml").write_text("extends: toy\naxes:\n  steps: [-1, 1]\n")
     assert cli.main(["grid", "00", "bad"]) == 1
@@ -132,6 +134,7 @@ def test_grid_reports_failed_points_and_unknown_parameters(fake_grid, capsys):
     assert "grids of 00_first: bad, demo, typo" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_grid_stops_when_two_points_fail_the_same_way_and_their_folders_stay_out_of_git(fake_grid, capsys):
     """A grid whose every point failed the same way ran them all, leaving failed folders that git did not ignore."""
     (fake_grid / "params" / "00_first" / "grid_broken.yaml").write_text(
@@ -177,6 +180,7 @@ def test_parallel_grid_gives_each_point_a_gpu(fake_grid, monkeypatch, capsys):
     assert not (fake_grid / "outputs" / "00_first").exists()  # nothing ran here
 
 
+@pytest.mark.slow
 def test_parallel_without_gpus_runs_one_after_another(fake_grid, monkeypatch, capsys):
     monkeypatch.setattr(grid, "gpu_ids", lambda: [])
     assert cli.main(["grid", "00", "demo", "--parallel", "4", "--only", "toy_n1-scale1"]) == 0

@@ -110,6 +110,7 @@ def test_committed_accelerate_configs_are_complete(name):
         assert deepspeed["zero_optimization"]["stage"] == 3 and deepspeed["bf16"]["enabled"] == "auto"
 
 
+@pytest.mark.slow
 @needs_accelerate_cli
 def test_a_failing_job_raises_with_the_tail_of_its_log(tmp_path):
     (tmp_path / "broken_job.py").write_text(
@@ -128,6 +129,7 @@ def test_a_failing_job_raises_with_the_tail_of_its_log(tmp_path):
     assert json.loads((tmp_path / "work" / launch.JOB_FILE).read_text()) == {"what": "gizmo"}
 
 
+@pytest.mark.slow
 @needs_accelerate_cli
 def test_two_cpu_processes_train_the_tiny_model_and_save_it(tmp_path):
     model_dir = models.build_tiny_model(tmp_path / "tiny")
@@ -160,6 +162,7 @@ def test_two_cpu_processes_train_the_tiny_model_and_save_it(tmp_path):
     assert changed and all("visual" not in k for k in changed)  # vision frozen by default
 
 
+@pytest.mark.slow
 @needs_accelerate_cli
 def test_an_interrupted_launch_stops_its_processes(tmp_path):
     (tmp_path / "slow_job.py").write_text(

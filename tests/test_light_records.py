@@ -4,6 +4,7 @@ import base64
 import io
 import json
 
+import pytest
 from PIL import Image
 
 from pxr import light_records
@@ -26,6 +27,7 @@ def _png_b64(size=(1800, 1200), mode="RGBA") -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_png_figures_become_small_jpegs_and_text_is_kept(tmp_path):
     path = tmp_path / "executed.ipynb"
     figure = {"output_type": "display_data", "data": {"image/png": _png_b64(), "text/plain": "<Figure>"},

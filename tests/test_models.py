@@ -15,6 +15,7 @@ def tiny_dir(tmp_path_factory):
     return models.build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
+@pytest.mark.slow
 def test_tiny_model_reloads_with_from_pretrained(tiny_dir):
     model, processor = models.load_model(tiny_dir, device="cpu")
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
@@ -25,6 +26,7 @@ def test_tiny_model_reloads_with_from_pretrained(tiny_dir):
     assert {p.name for p in tiny_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_for_a_seed(tiny_dir, tmp_path):
     again = models.build_tiny_model(tmp_path / "again", seed=0)
     other = models.build_tiny_model(tmp_path / "other", seed=1)
@@ -55,6 +57,7 @@ def generate_once(model_dir):
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
+@pytest.mark.slow
 def test_generation_is_reproducible_across_loads(tiny_dir):
     first, second = generate_once(tiny_dir), generate_once(tiny_dir)
     assert len(first) > 0 and first == second
@@ -67,11 +70,13 @@ def test_lora_adapts_the_language_model_only(tiny_dir):
     assert not any("visual" in name for name in adapted)
 
 
+@pytest.mark.slow
 def test_small_size_is_a_few_million_parameters(tmp_path):
     model, _ = models.load_model(models.build_tiny_model(tmp_path, size="small"), device="cpu")
     assert 2_000_000 < models.count_parameters(model) < 20_000_000
 
 
+@pytest.mark.slow
 def test_medium_size_is_tens_of_millions_of_parameters_and_runs(tmp_path):
     model, processor = models.load_model(models.build_tiny_model(tmp_path, size="medium"), device="cpu")
     assert 20_000_000 < models.count_parameters(model) < 60_000_000
@@ -124,6 +129,7 @@ def test_system_prompt_is_what_the_tool_template_renders(tiny_dir, variant):
     assert via_tools == as_text
 
 
+@pytest.mark.slow
 def test_random_model_builds_in_memory_in_the_asked_dtype_and_takes_the_processor_s_inputs(tmp_path):
     model, processor = models.random_model_of_size("tiny", tmp_path, dtype="float32")
     same = models.random_model("tiny", processor, dtype="bfloat16")

@@ -180,6 +180,7 @@ def test_a_500_is_retried_and_the_episode_completes():
     assert trajectory.error is None and trajectory.episode.ending == "answer"
 
 
+@pytest.mark.slow
 def test_a_429_waits_for_retry_after():
     with ChatServer(zoom_then_answer, fail_first=1, fail_status=429, retry_after="1") as server:
         (trajectory,) = run(server, [query()])
@@ -201,6 +202,7 @@ def test_an_endpoint_that_keeps_failing_ends_only_its_episode():
     assert fine.error is None and fine.episode.ending == "answer"
 
 
+@pytest.mark.slow
 def test_a_truncated_body_is_asked_again_and_then_ends_only_its_episode():
     """A 200 cut short raised json.JSONDecodeError out of the rollout, ending every episode of the evaluation."""
     truncated_once = iter([True])
@@ -234,6 +236,7 @@ def test_a_request_past_the_timeout_ends_only_its_episode():
 # ------------------------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_episodes_overlap_up_to_the_concurrency_and_come_back_in_query_order():
     def script(body):
         k = question_text(body)[1]
@@ -251,6 +254,7 @@ def test_episodes_overlap_up_to_the_concurrency_and_come_back_in_query_order():
     assert [t.episode.answer for t in trajectories] == [str(k) for k in range(8)]
 
 
+@pytest.mark.slow
 def test_concurrency_bounds_the_requests_in_flight():
     with ChatServer(lambda body: Reply(ANSWER_REPLY, delay_seconds=0.1)) as server:
         trajectories = run(server, [query(f"q{k}") for k in range(6)], concurrency=2)

@@ -22,6 +22,7 @@ def pixel_xy(image, x, y):
     return (b // 16) * 256 + r, (b % 16) * 256 + g
 
 
+@pytest.mark.slow
 def test_zoom_in_pads_by_image_fraction_and_crops_source_pixels():
     image = coordinate_image(1000, 800)
     crop = ops.zoom_in(image, [0.4, 0.4, 0.6, 0.6])  # +0.1 of width/height on each side

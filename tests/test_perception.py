@@ -33,6 +33,7 @@ def test_jittered_boxes_contain_the_cue_and_stay_in_the_image():
     assert edge[0] == 0.0 and edge[3] == 1.0
 
 
+@pytest.mark.slow
 def test_a_read_crop_is_the_tile_as_zoom_in_cuts_it_enlarged_to_the_crop_budget():
     item = perception.make_item("read", 0, 100, SMALL, TOY_EPISODE)
     scene = scenes.make_scene("tile_digit", scenes.suite_seed(100, 0), width=1500, height=1000, tile_size=30)
@@ -45,6 +46,7 @@ def test_a_read_crop_is_the_tile_as_zoom_in_cuts_it_enlarged_to_the_crop_budget(
     assert sum(max(abs(a - b) for a, b in zip(p, fill, strict=True)) < 40 for p in pixels) / len(pixels) > 0.3
 
 
+@pytest.mark.slow
 def test_peek_and_coarse_items_show_the_whole_image_at_the_query_budget():
     peek = perception.make_item("peek", 1, 100, SMALL, TOY_EPISODE)
     read = perception.make_item("read", 1, 100, SMALL, TOY_EPISODE)
@@ -54,6 +56,7 @@ def test_peek_and_coarse_items_show_the_whole_image_at_the_query_budget():
     assert coarse.question.startswith("What colour is the tile in row ") and coarse.answer in scenes.COLOURS
 
 
+@pytest.mark.slow
 def test_named_scenes_keep_the_older_tasks_and_grid_scenes_refuse_count():
     items = perception.make_items(NAMED, EpisodeConfig(zoom_padding=0.01), held_out=True, n=1, progress=False)
     assert {i.task for i in items} == set(perception.TASKS)
@@ -64,6 +67,7 @@ def test_named_scenes_keep_the_older_tasks_and_grid_scenes_refuse_count():
         perception.PerceptionConfig(scene_family="maze")
 
 
+@pytest.mark.slow
 def test_held_out_items_come_from_another_suite_than_training():
     train = perception.make_items(SMALL, TOY_EPISODE, progress=False)
     held = perception.make_items(SMALL, TOY_EPISODE, held_out=True, n=2, progress=False)
@@ -79,6 +83,7 @@ def test_held_out_items_come_from_another_suite_than_training():
         perception.PerceptionConfig(crop_scale_max=0.5)
 
 
+@pytest.mark.slow
 def test_the_sft_example_trains_only_the_answer(tmp_path):
     processor = models.load_processor(models.build_tiny_model(tmp_path / "tiny"))
     models.set_pixel_limits(processor, TOY_EPISODE)
@@ -106,6 +111,7 @@ def test_scoring_counts_exact_answers_and_unanswered_items():
     assert perception.chance(items) == {"read_majority": 0.5, "peek_majority": 1.0}
 
 
+@pytest.mark.slow
 def test_several_tiles_of_one_scene_each_get_their_own_question_and_crop():
     config = replace(SMALL, items_per_scene=4, jpeg_quality=0)
     items = [perception.make_item("read", i, 100, config, TOY_EPISODE) for i in range(8)]
@@ -134,6 +140,7 @@ def test_first_of_each_task_keeps_the_tasks_order():
     assert [i.id for i in perception.first_of_each_task(items, ["coarse", "count"])] == ["a"]
 
 
+@pytest.mark.slow
 def test_the_tokenizer_corpus_adds_the_synthesis_runs_text(tmp_path):
     from pxr import synth_run
 

@@ -388,6 +388,7 @@ def test_is_correct_rejects_unusable_gold():
     kind=st.sampled_from(["auto", "mc", "number", "text"]),
     options=st.one_of(st.none(), st.lists(st.text(max_size=10), max_size=5)),
 )
+@pytest.mark.slow
 def test_is_correct_never_raises(response, answer, kind, options):
     assert isinstance(is_correct(response, answer, kind=kind, options=options), bool)
 
@@ -400,6 +401,7 @@ def test_is_correct_never_raises(response, answer, kind, options):
     alpha=st.floats(0, 2),
     beta=st.floats(0, 1),
 )
+@pytest.mark.slow
 def test_paper_rewards_are_bounded(group, target_rate, max_ops, alpha, beta):
     correct, n_ops = [float(c) for c, _ in group], [n for _, n in group]
     rewards = shaped_rewards(

@@ -33,6 +33,7 @@ def environment(root, episode_config=EPISODE):
     return rl_env.environment_factory(episode_config, root)()
 
 
+@pytest.mark.slow
 def test_environment_shows_the_episode_and_runs_ops_through_it(smoke):
     root, queries = smoke
     env = environment(root)
@@ -58,6 +59,7 @@ def test_tools_are_only_the_ops():
                 and callable(getattr(rl_env.TextEnvironment, n))]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_unparsed_call_is_an_episode_turn_and_truncation_ends_it(smoke):
     root, queries = smoke
     env = environment(root)
@@ -174,6 +176,7 @@ def scripted_generate(model, tokenizer, zoom_every=2, call=ZOOM):
     model.generate = generate
 
 
+@pytest.mark.slow
 def test_grpo_steps_train_with_crops_in_the_loss_forward(smoke, tiny_dir, tmp_path):
     root, queries = smoke
     model, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu", dtype="float32")
@@ -240,6 +243,7 @@ def test_vllm_without_vllm_is_a_clear_error(smoke, tiny_dir, tmp_path):
                         reward_config=RewardConfig(), rl_config=RLConfig(use_vllm=True))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_turn_whose_calls_all_fail_continues(smoke, tiny_dir, tmp_path):
     """Error observations carry no image; TRL's tool loop must still continue those rollouts (found on the toy run)."""
     root, queries = smoke

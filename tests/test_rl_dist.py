@@ -17,6 +17,7 @@ from tests.rl_fakes import batch
 HERE = Path(__file__).parent
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_rewards_of_one(tmp_path):
     envs, answers = batch()
     fn = rl.make_reward_function(RewardConfig(), group_size=4, end_token_ids=[0])
@@ -38,6 +39,7 @@ def test_two_processes_give_the_rewards_of_one(tmp_path):
     assert single[8:] == pytest.approx([1.0, 0.0, 0.0, 1.0 + 0.025 - 0.1])
 
 
+@pytest.mark.slow
 def test_processes_whose_rollouts_differ_in_turns_finish(tmp_path):
     """One process's rollouts zoom twice, the other's answer at once: different numbers of generation rounds. With
     DDP nothing is gathered during generation, so both finish (ZeRO-3 without vLLM is refused: test_rl_routing)."""

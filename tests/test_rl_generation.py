@@ -49,6 +49,7 @@ def prompts_with_images(processor, counts):
     return prompt_ids, images, fields
 
 
+@pytest.mark.slow
 def test_chunks_cut_prompts_images_and_patches_consistently(tiny_dir):
     _, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu")
     prompt_ids, images, fields = prompts_with_images(processor, [1, 2, 0, 3])
@@ -64,6 +65,7 @@ def test_chunks_cut_prompts_images_and_patches_consistently(tiny_dir):
         list(prompt_chunks(prompt_ids, images, {**fields, "pixel_values_videos": fields["pixel_values"]}, 2))
 
 
+@pytest.mark.slow
 def test_micro_batched_greedy_completions_equal_one_call(smoke, tiny_dir, tmp_path):
     root, queries = smoke
     model, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu", dtype="float32")
@@ -92,6 +94,7 @@ def test_micro_batched_greedy_completions_equal_one_call(smoke, tiny_dir, tmp_pa
     assert completions[1] == completions[0] and completions[2] == completions[0] and completions[3] == completions[0]
 
 
+@pytest.mark.slow
 def test_a_grpo_step_runs_micro_batched(smoke, tiny_dir, tmp_path):
     root, queries = smoke
     model, processor = models.load_model(tiny_dir, episode_config=EPISODE, device="cpu", dtype="float32")

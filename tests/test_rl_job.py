@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("accelerate.commands.launch") is None, reason="no accelerate launcher")
 def test_two_cpu_processes_take_grpo_steps_and_save(tmp_path):
     data_dir = synth_run.smoke_dataset(tmp_path / "data", seed=0, episode_config=EPISODE)
@@ -31,6 +32,7 @@ def test_two_cpu_processes_take_grpo_steps_and_save(tmp_path):
     assert launch.LOG_FILE in os.listdir(tmp_path / "run" / "launch")
 
 
+@pytest.mark.slow
 def test_trainer_arguments_exist_before_the_model_is_loaded(tmp_path, monkeypatch):
     """Under ZeRO-3, creating the GRPOConfig registers DeepSpeed's config with transformers; only a model loaded
     after that is loaded sharded. The job must make them in that order and hand the same arguments to the trainer."""
@@ -56,6 +58,7 @@ def test_trainer_arguments_exist_before_the_model_is_loaded(tmp_path, monkeypatc
     assert calls == ["arguments", "load", "trainer"]
 
 
+@pytest.mark.slow
 def test_ready_made_arguments_get_the_stop_tokens(tmp_path):
     data_dir = synth_run.smoke_dataset(tmp_path / "data", seed=0, episode_config=EPISODE)
     queries, _ = rl_job.data.read_jsonl(data_dir / synth_run.RL_QUERIES, rl_job.data.RLQuery)

@@ -27,6 +27,7 @@ def tiny(tmp_path_factory):
     return models.load_model(models.build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0), device="cpu")
 
 
+@pytest.mark.slow
 def test_parameter_counts_are_the_built_models(tiny):
     model, processor = tiny
     shape = rl_memory.model_shape("tiny", processor.tokenizer)
@@ -70,12 +71,14 @@ def test_zero_sharding_divides_the_static_part():
         rl_memory.estimate(shape, rl_memory.RunShape(zero_stage=4))
 
 
+@pytest.mark.slow
 def test_the_benchmark_prints_before_and_after():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/rl_memory.py")], capture_output=True, text=True,
                           check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})  # fmt: skip
     assert "one generate call" in done.stdout and "micro-batch 32" in done.stdout and "289.62" in done.stdout
 
 
+@pytest.mark.slow
 def test_measure_counts_a_real_generations_cache_equal_to_the_estimate():
     command = [sys.executable, str(REPO / "benchmarks/rl_memory.py"), "--size", "tiny", "--params", "", "--batch", "2",
                "--accumulation", "1", "--updates-per-generation", "1", "--micro-batch", "2",

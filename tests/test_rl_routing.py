@@ -105,6 +105,7 @@ def evaluation_observation(root, query, turn, episode_config=EPISODE) -> str:
         ("zoom_in", {"bbox": BOX}),  # wrong argument name
     ],
 )
+@pytest.mark.slow
 def test_every_named_call_gets_the_evaluation_observation(smoke, tiny_dir, tmp_path, name, arguments):
     """Finding 1: TRL used to answer unknown names and wrong arguments itself; the record saw no request."""
     root, queries = smoke
@@ -121,6 +122,7 @@ def test_every_named_call_gets_the_evaluation_observation(smoke, tiny_dir, tmp_p
     assert step["pxr/calls_per_rollout"] == step["tools/call_frequency"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_call_whose_json_does_not_parse_is_an_error_and_the_rollout_goes_on(smoke, tiny_dir, tmp_path):
     """Finding 2: TRL's parser fell back to plain text and the rollout ended; evaluation answers and continues."""
     root, queries = smoke
@@ -134,6 +136,7 @@ def test_a_call_whose_json_does_not_parse_is_an_error_and_the_rollout_goes_on(sm
     assert steps[0]["pxr/op_error_rate"] == steps[0]["tools/failure_frequency"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(families.FAMILIES))
 def test_two_calls_in_one_turn_run_the_first_as_evaluation_does(smoke, tmp_path, family):
     """Finding 4: generation stops at the first `</tool_call>` (the rollout engine's stop string), so the second
@@ -163,6 +166,7 @@ def test_two_calls_in_one_turn_run_the_first_as_evaluation_does(smoke, tmp_path,
     assert schema in processor.tokenizer.decode(row)  # the family's box convention is what RL's prompt declares
 
 
+@pytest.mark.slow
 def test_a_dropped_observation_truncates_the_rollout(smoke, tiny_dir, tmp_path):
     """Finding 3: TRL drops a tool result that would pass max_completion_length; the op had run, counted for RaPR
     and earned curiosity. Now the call is withdrawn, the rollout is truncated (reward 0) and out of the loss."""
@@ -178,6 +182,7 @@ def test_a_dropped_observation_truncates_the_rollout(smoke, tiny_dir, tmp_path):
     assert step["pxr/rollouts_in_loss_share"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_bare_reply_scores_the_same_in_rl_sft_and_evaluation(smoke):
     """Finding 5: "3" against gold "3" scored 0 in RL (no \\boxed{}: `no_answer`) and 1 in evaluation."""
     root, queries = smoke
@@ -194,6 +199,7 @@ def test_a_bare_reply_scores_the_same_in_rl_sft_and_evaluation(smoke):
     assert reward.answer_correct("answer", str(gold), query.answer)
 
 
+@pytest.mark.slow
 def test_after_a_limit_ends_the_episode_the_rest_is_out_of_the_loss(smoke, tiny_dir, tmp_path):
     """Evaluation stops at a limit; the rollout goes on in TRL, so what follows the refusal is masked."""
     root, queries = smoke
@@ -221,6 +227,7 @@ def test_mask_after_observation():
     assert rl.mask_after_observation(tool, real, 3) == tool
 
 
+@pytest.mark.slow
 def test_uniform_groups_leave_the_gradient(smoke, tiny_dir, tmp_path):
     """Finding 7: under dr_grpo (a fixed normaliser) masking a uniform group changed nothing. With filtering the
     loss is normalised over the rollouts kept: the gradient is N/K times the unfiltered one."""

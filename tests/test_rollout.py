@@ -68,6 +68,7 @@ def queries(n, size=(300, 200)):
     ]
 
 
+@pytest.mark.slow
 def test_scripted_zoom_then_answer(tiny):
     _, processor = tiny
     model = ScriptedModel(processor.tokenizer, zoom_then_answer)
@@ -136,6 +137,7 @@ def test_video_query_frames_are_numbered_images(tiny):
     assert "Frame 16:" in processor.apply_chat_template(t.messages(), tokenize=False)
 
 
+@pytest.mark.slow
 def test_real_tiny_model_rollout_and_records(tiny_of_family, tmp_path):
     model, processor, episode_config = tiny_of_family
     config = RolloutConfig(max_new_tokens=6, batch_size=4, temperature=1.0)
@@ -228,6 +230,7 @@ def test_prompt_ids_match_the_processor(tiny):
         rollout_batch.prompt_ids(processor, text, grids[:1])
 
 
+@pytest.mark.slow
 def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkeypatch):
     model, processor, episode_config = sharp
     model_ = ZoomFirst(model, processor.tokenizer)
@@ -256,6 +259,7 @@ def test_kv_reuse_gives_the_plain_engine_texts_at_every_batch_size(sharp, monkey
     assert all(n > 300 for n in prompt_tokens)
 
 
+@pytest.mark.slow
 def test_each_image_is_encoded_once_per_episode(sharp, monkeypatch):
     model, processor, episode_config = sharp
     encoded = []

@@ -37,6 +37,7 @@ def test_reserved_layer_matches_the_concatenating_layer():
     assert keys.data_ptr() == reserved._keys.data_ptr()  # the first two steps wrote in place
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_processor", [False, True], ids=["conv-as-linear", "normalisation-folded-in"])
 def test_linear_patch_embedding_gives_the_stock_image_features(tiny, with_processor):
     model, processor = tiny

@@ -12,6 +12,7 @@ from pxr.runs import StageFailed
 from tests.conftest import read_json
 
 
+@pytest.mark.slow
 def test_run_stage_writes_the_four_record_files(fake_repo):
     result = runs.run_stage("00_first", "toy", ["scale=2.0"], progress=False)
     out = fake_repo / "outputs" / "00_first" / "toy"
@@ -27,6 +28,7 @@ def test_run_stage_writes_the_four_record_files(fake_repo):
     )
 
 
+@pytest.mark.slow
 def test_failing_notebook_leaves_a_partial_log_and_a_failed_record(fake_repo):
     with pytest.raises(StageFailed, match="AssertionError: steps must be >= 0") as err:
         runs.run_stage("00_first", "smoke", ["steps=-1"], progress=False)
@@ -35,6 +37,7 @@ def test_failing_notebook_leaves_a_partial_log_and_a_failed_record(fake_repo):
     assert read_json(out / "run.json")["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_run_whose_parameters_changed_does_not_resume_from_the_old_checkpoints(fake_repo):
     runs.run_stage("00_first", "toy", progress=False)
     out = fake_repo / "outputs" / "00_first" / "toy"
@@ -46,6 +49,7 @@ def test_a_run_whose_parameters_changed_does_not_resume_from_the_old_checkpoints
     runs.run_stage("00_first", "toy", ["steps=7"], output_name="toy_7", progress=False)  # under another name: runs
 
 
+@pytest.mark.slow
 def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys):
     first = runs.run_pipeline("smoke")
     assert [(r.stem, r.state) for r in first] == [("00_first", "finished"), ("10_second", "finished")]
@@ -60,6 +64,7 @@ def test_pipeline_runs_stages_in_order_and_skips_finished_ones(fake_repo, capsys
     assert [r.stem for r in runs.run_pipeline("toy")] == ["00_first"]  # only stages with a toy.yaml
 
 
+@pytest.mark.slow
 def test_pipeline_redoes_a_finished_stage_whose_outputs_are_gone(fake_repo):
     """A fresh clone has the committed record (run.json says finished) but not the git-ignored data or model."""
     runs.run_pipeline("smoke")
@@ -72,6 +77,7 @@ def test_pipeline_redoes_a_finished_stage_whose_outputs_are_gone(fake_repo):
     assert [r.state for r in runs.run_pipeline("smoke")] == ["finished", "finished"]  # the second reads the first
 
 
+@pytest.mark.slow
 def test_runs_listing_and_cli(fake_repo, capsys):
     assert cli.main(["run", "00", "smoke", "-p", "steps=4"]) == 0
     assert cli.main(["runs"]) == 0
@@ -129,6 +135,7 @@ def test_durations_read_like_a_clock():
     ]
 
 
+@pytest.mark.slow
 def test_listing_shows_running_and_failed_runs(fake_repo, capsys):
     import json
 
@@ -150,6 +157,7 @@ def test_listing_shows_running_and_failed_runs(fake_repo, capsys):
 # ------------------------------------------------------------------------------ records are never lost
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_finished_record_and_writes_beside_it(fake_repo):
     """A fresh clone's failed `pxr run 30_train_rl toy` emptied the committed metrics.json and executed.ipynb."""
     runs.run_stage("00_first", "toy", progress=False)
@@ -164,6 +172,7 @@ def test_a_failed_run_keeps_the_finished_record_and_writes_beside_it(fake_repo):
     assert runs.finished_before("00_first", "toy") is not None  # the pipeline still sees the finished run
 
 
+@pytest.mark.slow
 def test_a_runner_killed_mid_run_gets_the_finished_record_back(fake_repo):
     runs.run_stage("00_first", "toy", progress=False)
     out = fake_repo / "outputs" / "00_first" / "toy"
@@ -175,6 +184,7 @@ def test_a_runner_killed_mid_run_gets_the_finished_record_back(fake_repo):
     assert (out / "run.json").read_text() == finished and read_json(out / "metrics.json") == {"score": 2.5, "name": "x"}
 
 
+@pytest.mark.slow
 def test_a_run_folder_without_a_finished_record_is_ignored_by_git_until_it_finishes(fake_repo):
     out = fake_repo / "outputs" / "00_first" / "smoke"
     with pytest.raises(StageFailed):
@@ -185,6 +195,7 @@ def test_a_run_folder_without_a_finished_record_is_ignored_by_git_until_it_finis
     assert not (out / ".gitignore").exists() and runs.produced(out) == []
 
 
+@pytest.mark.slow
 def test_a_missing_input_is_named_with_the_command_that_makes_it_before_anything_is_written(fake_repo):
     (fake_repo / "params" / "10_second" / "toy.yaml").write_text("name: outputs/00_first/toy/model\n")
     out = fake_repo / "outputs" / "10_second" / "toy"
@@ -199,6 +210,7 @@ def test_a_missing_input_is_named_with_the_command_that_makes_it_before_anything
     assert runs.run_stage("10_second", "toy", progress=False).state == "finished"
 
 
+@pytest.mark.slow
 def test_a_run_folder_given_whole_needs_the_artifacts_its_record_lists(fake_repo):
     (fake_repo / "params" / "10_second" / "toy.yaml").write_text("name: outputs/00_first/toy\n")
     runs.run_stage("00_first", "toy", progress=False)
@@ -208,6 +220,7 @@ def test_a_run_folder_given_whole_needs_the_artifacts_its_record_lists(fake_repo
         runs.run_stage("10_second", "toy", progress=False)
 
 
+@pytest.mark.slow
 def test_a_run_with_failed_items_is_partial_and_the_pipeline_runs_it_again(fake_repo, capsys):
     body = (
         "from pxr.runs import output_dir_for, write_metrics\n"
@@ -264,6 +277,7 @@ def test_a_kernel_started_below_the_repo_root_works_from_the_root(fake_repo, mon
     assert Path("outputs/20_train_sft/toy/model").is_dir()
 
 
+@pytest.mark.slow
 def test_stages_run_without_the_kernel_transport_warning(fake_repo, capfd):
     runs.run_stage("00_first", "toy", progress=False)
     assert "without encryption" not in capfd.readouterr().err
@@ -289,6 +303,7 @@ def test_temp_folders_of_processes_the_tests_start_land_in_a_scratch_folder():
     assert made.parent == Path(os.environ["TMPDIR"]) and made.parent.name.startswith("pxr-tests-")
 
 
+@pytest.mark.slow
 def test_checkpoints_left_by_a_failed_run_are_judged_by_that_run_s_parameters(fake_repo):
     """After a failed run the finished record (other parameters) is put back; its checkpoints are the failed run's."""
     runs.run_stage("00_first", "toy", progress=False)
@@ -302,6 +317,7 @@ def test_checkpoints_left_by_a_failed_run_are_judged_by_that_run_s_parameters(fa
         runs.run_stage("00_first", "toy", ["steps=-1"], progress=False)  # the failed run's own: resumes
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_puts_the_finished_record_back_and_stops(fake_repo, monkeypatch):
     import papermill
 
@@ -334,6 +350,7 @@ def _git_repo(root):
     return git
 
 
+@pytest.mark.slow
 def test_a_committable_record_starts_only_from_committed_code(fake_repo, monkeypatch):
     git = _git_repo(fake_repo)
     monkeypatch.delenv(runs.ALLOW_DIRTY_ENV, raising=False)
@@ -363,6 +380,7 @@ def test_a_committable_record_starts_only_from_committed_code(fake_repo, monkeyp
     assert runs.run_stage("00_first", "toy").state == "finished"
 
 
+@pytest.mark.slow
 def test_the_cli_passes_allow_dirty_on(fake_repo, monkeypatch, capsys):
     _git_repo(fake_repo)
     monkeypatch.delenv(runs.ALLOW_DIRTY_ENV, raising=False)

@@ -15,6 +15,7 @@ TOY = dict(image_max_pixels=168 * 112, crop_max_pixels=112 * 112, crop_min_pixel
 POSITION = re.compile(r"row (\d+), column (\d+)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", scenes.GRID_KINDS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_position_words_name_the_tile_whose_box_is_the_cue(kind, seed):
@@ -49,6 +50,7 @@ def test_answers_are_the_asked_tiles_digit_and_colour(seed):
     assert colour.question.startswith("What colour is the tile in row ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", scenes.GRID_KINDS)
 def test_grid_scenes_are_deterministic_and_vary_with_the_seed(kind):
     a, b = scenes.make_scene(kind, 5), scenes.make_scene(kind, 5)

@@ -74,6 +74,7 @@ def test_flash_video_options_and_limits():
         make_flash_video(0, n_frames=3, flash_len=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_colour_change_shows_only_in_cue_frames(seed):
     v = change(seed)
@@ -122,6 +123,7 @@ def test_colour_change_knobs_and_limits():
         make_colour_change_video(0, width=100, height=100, target_size=96)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", VIDEO_KINDS)
 def test_video_multiple_choice_gold_letter_points_at_the_right_option(kind):
     letters = set()

@@ -41,6 +41,7 @@ def test_same_seed_gives_identical_scene():
     assert (a.question, a.answer, a.cue_box, a.objects) == (b.question, b.answer, b.cue_box, b.objects)
 
 
+@pytest.mark.slow
 def test_different_seeds_give_different_scenes():
     images = {scene(s).image.tobytes() for s in SEEDS}
     layouts = {tuple(scene(s).cue_box) for s in SEEDS}
@@ -64,6 +65,7 @@ def test_scene_fields_are_consistent(seed):
     assert all(0.0 <= v <= 1.0 for v in s.cue_box_normalized)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_cue_box_contains_the_target_and_nothing_is_drawn_elsewhere(seed):
     s = scene(seed)
@@ -173,6 +175,7 @@ def test_scene_defaults_keep_older_callers_working():
     assert (s.kind, s.options, s.answer_text, s.needs_op, s.cue_boxes) == ("read", None, "3", True, [[0, 0, 4, 4]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", IMAGE_KINDS)
 def test_every_image_kind_is_deterministic_and_varies_with_the_seed(kind):
     a, b = make_scene(kind, 7), built(kind, 7)
@@ -314,6 +317,7 @@ def test_distractor_similarity_is_checked():
         make_scene("count", 0, n_distractors=13, distractor_similarity="high")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", IMAGE_KINDS)
 def test_suites_are_deterministic_and_disjoint_across_seeds(kind):
     train, held_out = make_suite(kind, 4, seed=0), make_suite(kind, 4, seed=1)

@@ -50,6 +50,7 @@ def label_runs(labels):
     return runs
 
 
+@pytest.mark.slow
 def test_labels_are_exactly_the_trainable_assistant_turns(tiny, trajectories):
     root, records = trajectories
     record = next(r for r in records if r.variant == "two_wrong")
@@ -97,6 +98,7 @@ def test_answer_mask_is_the_boxed_answer_of_trained_turns_only(tiny, trajectorie
     assert "answer_mask" not in sft.tokenize_example(processor, example)  # only computed when asked for
 
 
+@pytest.mark.slow
 def test_answer_loss_weight_adds_the_answer_tokens_loss(tiny, trajectories, tmp_path):
     root, records = trajectories
     model, processor = load(tiny)
@@ -161,6 +163,7 @@ def test_replay_refuses_a_record_whose_observation_differs(trajectories):
         sft.replay_images(record, root, replace(EPISODE, crop_max_pixels=64 * 28 * 28))
 
 
+@pytest.mark.slow
 def test_replayed_examples_equal_the_eager_ones_and_hold_no_images(tiny, trajectories, monkeypatch):
     root, records = trajectories
     _, processor = load(tiny)
@@ -210,6 +213,7 @@ def batch_loss(model, batch):
         return model(**{k: v for k, v in batch.items() if k != "answer_mask"}).loss.item()
 
 
+@pytest.mark.slow
 def test_training_steps_change_the_language_model_only_and_lower_the_loss(tiny, trajectories, tmp_path):
     root, records = trajectories
     model, processor = load(tiny)
@@ -253,6 +257,7 @@ def two_example_run(trajectories, tmp_path, *, learning_rate):
     return examples, out, settings
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_last_checkpoint(tiny, trajectories, tmp_path):
     examples, out, settings = two_example_run(trajectories, tmp_path, learning_rate=1e-4)
     model, processor = load(tiny)
@@ -291,6 +296,7 @@ class FirstStepWeights(TrainerCallback):
             self.store.append({n: p.detach().clone() for n, p in model.named_parameters()})
 
 
+@pytest.mark.slow
 def test_training_inputs_carry_what_rollouts_pass(tiny, trajectories):
     # Rollouts call the model with everything the processor returns; a key dropped in training (mm_token_type_ids
     # places the images' M-RoPE positions) gives a model trained on other positions than it is run with.
@@ -305,6 +311,7 @@ def test_training_inputs_carry_what_rollouts_pass(tiny, trajectories):
         assert torch.equal(batch[key].reshape(encoded[key].shape), encoded[key]), key
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_trained_again(tiny, trajectories, tmp_path):
     # 5 examples at batch 2 are 3 batches an epoch, so step 2 ends mid-epoch: there Trainer's own resume skips 2
     # batches and runs a third before it looks at max_steps (a re-run of the 8-step smoke run ended at step 9).
@@ -331,6 +338,7 @@ def test_a_finished_run_is_not_trained_again(tiny, trajectories, tmp_path):
     assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters())  # the finished weights
 
 
+@pytest.mark.slow
 def test_lora_training_resumes_with_its_adapter(tiny, trajectories, tmp_path):
     examples, out, settings = two_example_run(trajectories, tmp_path, learning_rate=1e-2)
     model, processor = load(tiny)
@@ -351,6 +359,7 @@ def test_lora_training_resumes_with_its_adapter(tiny, trajectories, tmp_path):
     assert all(torch.equal(loaded[0][n], adapters[n]) for n in adapters)  # went on from the saved adapter
 
 
+@pytest.mark.slow
 def test_mfu_benchmark_runs_the_tiny_config():
     # The GPU benchmark's code path (build from a config, synthetic multimodal batch, step, MFU) on CPU in seconds.
     import subprocess
@@ -370,6 +379,7 @@ def test_mfu_benchmark_runs_the_tiny_config():
     assert tokens_per_s > 0 and mfu > 0
 
 
+@pytest.mark.slow
 def test_mfu_benchmark_batches_hold_image_tokens_and_text_labels():
     import importlib.util
     from pathlib import Path

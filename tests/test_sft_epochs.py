@@ -79,6 +79,7 @@ def saver_of(trainer) -> sft.EpochModelSaver:
     return next(c for c in trainer.callback_handler.callbacks if isinstance(c, sft.EpochModelSaver))
 
 
+@pytest.mark.slow
 def test_the_epoch_1_model_loads_and_is_the_model_after_epoch_1(tiny, examples, tmp_path):
     run = tmp_path / "run"
     trainer, processor = trainer_for(tiny, examples, run)
@@ -96,6 +97,7 @@ def test_the_epoch_1_model_loads_and_is_the_model_after_epoch_1(tiny, examples, 
     assert sum(not torch.equal(weights(last)[n], weights(epoch1)[n]) for n in language) > len(language) // 2
 
 
+@pytest.mark.slow
 def test_a_run_stopped_inside_an_epoch_saves_no_model_for_it(tiny, examples, tmp_path):
     # max_steps ends the run at epoch 1.5, where Trainer still calls on_epoch_end: epoch 2 is not finished.
     run = tmp_path / "run"
@@ -104,6 +106,7 @@ def test_a_run_stopped_inside_an_epoch_saves_no_model_for_it(tiny, examples, tmp
     assert sft.epoch_models(run, [1, 2]) == {1: run / "model_epoch1"} and list(saver_of(trainer).saved) == [1]
 
 
+@pytest.mark.slow
 def test_resuming_after_epoch_1_keeps_its_model(tiny, examples, tmp_path):
     run = tmp_path / "run"
     trainer, _ = trainer_for(tiny, examples, run, save_steps=2)
@@ -117,6 +120,7 @@ def test_resuming_after_epoch_1_keeps_its_model(tiny, examples, tmp_path):
     assert saver_of(trainer).saved == {} and (saved.read_bytes(), saved.stat().st_mtime_ns) == first
 
 
+@pytest.mark.slow
 def test_resuming_from_the_epoch_end_checkpoint_saves_a_missing_epoch_model(tiny, examples, tmp_path):
     # Interrupted between the checkpoint at the end of epoch 1 and the epoch model: the checkpoint's weights are it.
     run = tmp_path / "run"
@@ -136,6 +140,7 @@ def test_resuming_from_the_epoch_end_checkpoint_saves_a_missing_epoch_model(tiny
     assert all(torch.equal(weights(epoch1)[n], seen.by_step[2][n]) for n in seen.by_step[2])
 
 
+@pytest.mark.slow
 def test_resuming_past_a_missing_epoch_model_warns(tiny, examples, tmp_path):
     run = tmp_path / "run"
     trainer, _ = trainer_for(tiny, examples, run, save_model_at_epochs=[], save_steps=3)
@@ -148,6 +153,7 @@ def test_resuming_past_a_missing_epoch_model_warns(tiny, examples, tmp_path):
     assert sft.epoch_models(run, [1]) == {}
 
 
+@pytest.mark.slow
 def test_lora_epoch_model_is_merged_and_training_goes_on_with_the_adapters(tiny, examples, tmp_path):
     run = tmp_path / "run"
     trainer, processor = trainer_for(tiny, examples, run, lora=models.lora_config(rank=4), learning_rate=1e-2)

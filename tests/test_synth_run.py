@@ -24,6 +24,7 @@ def written(out):
     return records, report
 
 
+@pytest.mark.slow
 def test_synthesize_writes_one_trajectory_per_item(tmp_path):
     items = seed_items(tmp_path)
     report = synth_run.synthesize(
@@ -55,6 +56,7 @@ class Killer:
         return self.inner.analyse(requests)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_every_item_exactly_once(tmp_path):
     items = seed_items(tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -79,6 +81,7 @@ def test_kill_and_resume_gives_every_item_exactly_once(tmp_path):
     assert again.written == 0 and again.skipped_done == len(items)
 
 
+@pytest.mark.slow
 def test_resumed_run_writes_the_same_trajectories(tmp_path):
     items = seed_items(tmp_path / "a")
     synth_run.synthesize(
@@ -102,6 +105,7 @@ class Failing:
         return [TeacherFailure(r.item_id, "request failed", "HTTP 500") for r in requests]
 
 
+@pytest.mark.slow
 def test_failures_and_bad_inputs_are_counted_not_dropped_silently(tmp_path):
     items = seed_items(tmp_path)
     (tmp_path / items[0].images[0]).write_bytes(b"not a jpeg")
@@ -114,6 +118,7 @@ def test_failures_and_bad_inputs_are_counted_not_dropped_silently(tmp_path):
     assert sum(v for k, v in report.failed.items() if k.startswith("unreadable input")) == 2
 
 
+@pytest.mark.slow
 def test_a_run_where_every_item_fails_says_what_failed_and_what_to_change(tmp_path):
     """Notebook 10 ended in FileNotFoundError on the trajectories file when the server was down or the key wrong."""
     items = seed_items(tmp_path)
@@ -130,6 +135,7 @@ def test_a_run_where_every_item_fails_says_what_failed_and_what_to_change(tmp_pa
         synth_run.read_trajectories(tmp_path, synth_run.SynthReport())
 
 
+@pytest.mark.slow
 def test_failed_items_are_reported_and_retried_by_the_next_run(tmp_path):
     items = seed_items(tmp_path)
 
@@ -174,6 +180,7 @@ def test_seed_items_are_read_back_instead_of_rendered_again(tmp_path, monkeypatc
     assert len(synth_run.write_seed_items("read", 2, 0, tmp_path, split="sft")) == 2
 
 
+@pytest.mark.slow
 def test_seed_items_rendered_in_processes_are_the_ones_rendered_here(tmp_path):
     knobs = dict(width=448, height=320, target_size=28)
     here = synth_run.write_seed_items("read", 30, 5, tmp_path / "here", split="sft", **knobs)
@@ -184,6 +191,7 @@ def test_seed_items_rendered_in_processes_are_the_ones_rendered_here(tmp_path):
         assert (tmp_path / "pooled" / item.images[0]).read_bytes() == (tmp_path / "here" / item.images[0]).read_bytes()
 
 
+@pytest.mark.slow
 def test_the_teacher_trajectory_of_an_in_memory_scene_is_what_synthesis_writes(tmp_path):
     from pxr import scenes
 
@@ -233,6 +241,7 @@ def test_resume_settings_name_the_teacher_model_only_for_a_teacher_that_has_one(
                                      synth_config=SYNTH)["teacher_model"] == "gpt-4o"  # fmt: skip
 
 
+@pytest.mark.slow
 def test_run_metrics_and_one_trajectory_per_variant(tmp_path):
     suites = synth_run.write_suites(synth_run.SuiteConfig(n_read=6, n_coarse=2, n_rl_per_kind=1), tmp_path)
     report = synth_run.synthesize(suites.sft, tmp_path, TemplateTeacher(seed=0), synth_config=SYNTH,

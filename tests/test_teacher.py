@@ -62,6 +62,7 @@ def test_template_teacher_is_deterministic_per_seed_and_varied_across_items():
     assert all(a.teacher == "template" and not a.cached for a in first)
 
 
+@pytest.mark.slow
 def test_template_teacher_is_the_same_in_another_process():
     code = "from tests.test_teacher import *; print(TemplateTeacher(3).analyse([scene_request(5)])[0].whole)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -222,6 +223,7 @@ def test_http_faults_are_retried_by_the_client_and_counted(status):
     assert stats["http_errors"] == {status: 2} and stats["failures"] == {}
 
 
+@pytest.mark.slow
 def test_a_429_waits_for_retry_after():
     with ChatServer(good_reply, fail_first=1, fail_status=429, retry_after="0.7") as server:
         (analysis,) = make_teacher(server).analyse([scene_request(3)], progress=False)
@@ -242,6 +244,7 @@ def test_an_endpoint_that_keeps_failing_fails_only_its_item():
     assert teacher.stats["http_errors"] == {500: 2} and teacher.stats["failures"] == {"request failed": 1}
 
 
+@pytest.mark.slow
 def test_a_truncated_body_is_a_failed_request_retried_then_counted():
     """A 200 whose JSON is cut short raised json.JSONDecodeError out of `analyse`: the whole chunk was lost."""
     first = iter([True])
@@ -259,6 +262,7 @@ def test_a_truncated_body_is_a_failed_request_retried_then_counted():
     assert len(server.requests) == 4  # item 1: 1 + max_retries; item 2: one cut, then a good one
 
 
+@pytest.mark.slow
 def test_every_fault_at_once_loses_no_item_and_hangs_are_bounded():
     """The fault server at high rates: every item ends as an analysis or a counted failure, within the timeouts."""
     faults = Faults(status_500=0.2, status_429=0.1, truncated=0.1, hang=0.1, hang_seconds=60, seed=3)
@@ -284,6 +288,7 @@ def test_the_fault_server_stops_by_itself_and_binds_only_loopback():
     assert server._stopping.is_set()
 
 
+@pytest.mark.slow
 def test_a_timeout_is_retried_counted_and_reported():
     start = time.perf_counter()
     with ChatServer(lambda body: Reply(good_reply(body), delay_seconds=3)) as server:
@@ -298,6 +303,7 @@ def test_a_timeout_is_retried_counted_and_reported():
 # ------------------------------------------------------------------------------------------------ the cache
 
 
+@pytest.mark.slow
 def test_a_rerun_sends_nothing_and_returns_the_same_analyses(tmp_path):
     malformed_once = {"item-2"}
 
@@ -368,6 +374,7 @@ def test_caps_stop_requests_and_mark_the_rest(cap, concurrency):
 # ------------------------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_requests_overlap_up_to_the_concurrency_and_come_back_in_order():
     def script(body):
         return Reply(good_reply(body), delay_seconds=0.5 if answer_in(body) == "0" else 0.3)
@@ -381,6 +388,7 @@ def test_requests_overlap_up_to_the_concurrency_and_come_back_in_order():
     assert [a.local for a in results] == [f"Zoomed, it is {k}." for k in range(8)]
 
 
+@pytest.mark.slow
 def test_concurrency_bounds_the_requests_in_flight():
     with ChatServer(lambda body: Reply(good_reply(body), delay_seconds=0.1)) as server:
         make_teacher(server, concurrency=2).analyse([scene_request(k) for k in range(6)], progress=False)

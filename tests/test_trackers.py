@@ -48,6 +48,7 @@ def test_trackers_are_off_by_default(tmp_path):
     assert args.report_to == [] and args.log_completions is False
 
 
+@pytest.mark.slow
 def test_sft_steps_write_the_loss_to_tensorboard_under_the_run(smoke, tiny, tmp_path):
     run = tmp_path / "20_train_sft" / "smoke"
     records, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
@@ -62,6 +63,7 @@ def test_sft_steps_write_the_loss_to_tensorboard_under_the_run(smoke, tiny, tmp_
     assert args["run_name"] == "20_train_sft/smoke" and args["report_to"] == ["tensorboard"]
 
 
+@pytest.mark.slow
 def test_sft_without_a_tracker_writes_no_events(smoke, tiny, tmp_path):
     records, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     model, processor = models.load_model(tiny, device="cpu", dtype="float32", episode_config=EPISODE)
@@ -70,6 +72,7 @@ def test_sft_without_a_tracker_writes_no_events(smoke, tiny, tmp_path):
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_grpo_steps_write_rewards_to_tensorboard_and_log_completions(smoke, tiny, tmp_path):
     run = tmp_path / "30_train_rl" / "smoke"
     queries, _ = data.read_jsonl(smoke / synth_run.RL_QUERIES, data.RLQuery)

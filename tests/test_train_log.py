@@ -41,6 +41,7 @@ def test_starting_model_prefers_a_path_then_the_sft_run_then_builds_one(tmp_path
     assert len(processor.tokenizer("zebra quokka")["input_ids"]) < len("zebra quokka")  # the corpus was learned
 
 
+@pytest.mark.slow
 def test_load_policy_with_weights_or_processor_only(tiny):
     policy = models.load_policy(tiny, EPISODE)
     assert policy.model is not None and "M parameters" in policy.describe()
@@ -91,6 +92,7 @@ def test_launch_rules_of_the_two_notebooks():
     assert launch.LaunchConfig(machine_rank=1).settings()["machine_rank"] == 1
 
 
+@pytest.mark.slow
 def test_settings_tables_name_what_matters(tiny, smoke, tmp_path):
     policy = models.load_policy(tiny, EPISODE, processor_only=True)
     _, records, _ = sft_job.trajectories(smoke, tmp_path, seed=0, episode_config=EPISODE)
@@ -235,6 +237,7 @@ def test_rl_training_figures_ask_one_question_each():
 # ------------------------------------------------------------------------------------- the notebooks' paths
 
 
+@pytest.mark.slow
 def test_sft_notebook_path_trains_saves_and_records(tiny, smoke, tmp_path):
     _, records, _ = sft_job.trajectories(smoke, tmp_path, seed=0, episode_config=EPISODE)
     policy = models.load_policy(tiny, EPISODE)
@@ -256,6 +259,7 @@ def test_sft_notebook_path_trains_saves_and_records(tiny, smoke, tmp_path):
     assert len(train_log.rollout_outputs(result.rollouts[:1], "title")) == 3
 
 
+@pytest.mark.slow
 def test_rl_notebook_path_trains_saves_and_logs_steps(tiny, smoke, tmp_path):
     data_dir, train_queries, _, reports = rl_job.queries(smoke, tmp_path, seed=0, episode_config=EPISODE)
     assert len(reports) == 2 and len(rl_job.sample_queries(train_queries, data_dir, 2, seed=0)) == 2

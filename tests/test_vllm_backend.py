@@ -70,6 +70,7 @@ def without_timings(trajectory):
     return {k: v for k, v in trajectory.record().items() if k not in TIMINGS}
 
 
+@pytest.mark.slow
 def test_prompts_images_batching_and_records_match_the_in_process_backend(tiny, fake_vllm):
     path, processor = tiny
     rollout_config = RolloutConfig(max_new_tokens=100, seed=3)
@@ -161,6 +162,7 @@ def test_shards_are_contiguous_and_each_engine_gets_its_own_gpus():
         devices_of_shard(1, 2, "0,1,2")
 
 
+@pytest.mark.slow
 def test_data_parallel_runs_one_engine_per_process_on_its_gpus(tiny, fake_vllm, tmp_path, monkeypatch):
     path, processor = tiny
     log = tmp_path / "calls.jsonl"
