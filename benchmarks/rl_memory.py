@@ -28,27 +28,11 @@ from pathlib import Path
 from pxr import models, params, rl_memory
 
 REPO = Path(__file__).resolve().parents[1]
-PIXELS_PER_VISUAL_TOKEN = 28 * 28  # Qwen2.5-VL: one token per 28x28 pixels after the 2x2 merge
 
 
 def read_params(path: Path) -> dict:
     """A run's parameters as `pxr run` merges them (base.yaml, what the run extends or shares, the run file)."""
     return params.load_params(path.parent.name, path.stem)
-
-
-def run_from_params(params: dict, text_tokens: int) -> rl_memory.RunShape:
-    names = {f.name for f in fields(rl_memory.RunShape)}
-    run = rl_memory.RunShape(**{k: v for k, v in params.items() if k in names})
-    config = str(params.get("accelerate_config", ""))
-    image_tokens = int(params.get("image_max_pixels", 256 * PIXELS_PER_VISUAL_TOKEN)) // PIXELS_PER_VISUAL_TOKEN
-    return replace(
-        run,
-        prompt_tokens=image_tokens + text_tokens,
-        weights_dtype="float32",  # pxr's RL jobs: fp32 master weights, bf16 autocast when bf16
-        activation_dtype="bfloat16" if params.get("bf16") else "float32",
-        zero_stage=3 if "zero3" in config else 0,
-        gpus=int(params.get("num_processes") or 1),
-    )
 
 
 def parse_args(argv=None):
@@ -80,7 +64,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    run = run_from_params(read_params(Path(args.params)), args.text_tokens) if args.params else rl_memory.RunShape()
+    run = (
+        rl_memory.run_from_params(read_params(Path(args.params)), args.text_tokens)
+        if args.params
+        else rl_memory.RunShape()
+    )
     run = replace(
         run, **{f.name: getattr(args, f.name) for f in fields(run) if getattr(args, f.name, None) is not None}
     )

@@ -30,10 +30,11 @@ params/30_train_rl/paper.yaml's micro-batch fits an 80 GB GPU).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PIXELS_PER_VISUAL_TOKEN = 28 * 28  # Qwen2.5-VL: one token per 28x28 pixels after the 2x2 merge
 
 
 @dataclass(frozen=True)
@@ -177,3 +178,21 @@ def largest_micro_batch(model: ModelShape, run: RunShape, budget_bytes: float) -
             break
         best, size = size, size + 1
     return best
+
+
+def run_from_params(params: dict, text_tokens: int) -> RunShape:
+    """The run a merged params dict describes (`pxr.params.load_params`): its batch sizes, completion length,
+    gradient checkpointing, dtype (fp32 master weights, bf16 autocast when `bf16`), ZeRO-3 when the accelerate
+    config's name says zero3, the process count; the prompt is the query image's visual tokens plus `text_tokens`."""
+    names = {f.name for f in fields(RunShape)}
+    run = RunShape(**{k: v for k, v in params.items() if k in names})
+    config = str(params.get("accelerate_config", ""))
+    image_tokens = int(params.get("image_max_pixels", 256 * PIXELS_PER_VISUAL_TOKEN)) // PIXELS_PER_VISUAL_TOKEN
+    return replace(
+        run,
+        prompt_tokens=image_tokens + text_tokens,
+        weights_dtype="float32",  # pxr's RL jobs: fp32 master weights, bf16 autocast when bf16
+        activation_dtype="bfloat16" if params.get("bf16") else "float32",
+        zero_stage=3 if "zero3" in config else 0,
+        gpus=int(params.get("num_processes") or 1),
+    )

@@ -2,7 +2,6 @@
 a real forward's cache, the paper's 512 rollouts in one generate call need ~290 GiB of KV cache, and the micro-batch
 params/30_train_rl/paper.yaml sets fits an 80 GB GPU where one call does not."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,14 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pxr import models, rl_memory
+from pxr import models, params, rl_memory
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("rl_memory_benchmark", REPO / "benchmarks/rl_memory.py")
-benchmark = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(benchmark)
-
-PAPER = REPO / "params/30_train_rl/paper.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +43,14 @@ def test_kv_cache_formula_is_a_real_forwards_cache(tiny):
 
 
 def test_paper_run_needs_micro_batches_and_its_micro_batch_fits_80_gb():
-    params = benchmark.read_params(PAPER)
-    run = benchmark.run_from_params(params, text_tokens=400)
+    paper = params.load_params("30_train_rl", "paper")
+    run = rl_memory.run_from_params(paper, text_tokens=400)
     assert run.rollouts_per_generation == 512 and run.zero_stage == 3 and run.gpus == 8
     shape = rl_memory.model_shape("7b")
     whole = rl_memory.estimate(shape, replace(run, generation_micro_batch_size=0))
     assert 280 < whole["KV cache of one generate call"] / rl_memory.GIB < 300  # the ~290 GB of one call
     assert whole["peak"] > 80e9
-    assert 0 < params["generation_micro_batch_size"] <= rl_memory.largest_micro_batch(shape, run, 80e9)
+    assert 0 < paper["generation_micro_batch_size"] <= rl_memory.largest_micro_batch(shape, run, 80e9)
     assert rl_memory.estimate(shape, run)["peak"] < 80e9
 
 
