@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pxr.metrics import answer_baselines
+from pxr.records import STEP_LOG
 
 SFT_ONLY = "SFT only"
 RL_NO_CURIOSITY = "RL without curiosity"
@@ -116,7 +118,7 @@ def collect_runs(outputs_root: str | Path, *, include_unfinished: bool = False) 
         if state != "finished" and not include_unfinished:
             report["unfinished"].append(f"{folder.relative_to(root)} ({state})")
             continue
-        steps, bad = read_steps(folder / "steps.jsonl")
+        steps, bad = read_steps(folder / STEP_LOG)
         report["bad_step_lines"] += bad
         found.append(RunRecord(folder.parent.name, folder.name, folder, metrics, params or {}, state, steps))
     for run in found:
@@ -418,29 +420,6 @@ def table1(runs: list[RunRecord]) -> list[dict[str, Any]]:
             }
         )
     return sorted(table, key=lambda t: (order[t["row"]], t["variant"]))
-
-
-def answer_baselines(records: list[dict[str, Any]]) -> dict[str, float]:
-    """What answering without looking scores on scored evaluation records, overall and per zoom-needed / coarse
-    group: `chance` guesses from the gold answers' distribution (Σ_a p(a)²), `majority` always gives each kind's most
-    common gold answer (`meta.kind`)."""
-    groups: dict[str, list[dict[str, Any]]] = {"": records}
-    for record in records:
-        needs_op = (record.get("meta") or {}).get("needs_op")
-        if needs_op is not None:
-            groups.setdefault("_zoom_needed" if needs_op else "_coarse", []).append(record)
-    result = {}
-    for suffix, items in groups.items():
-        if not items:
-            continue
-        answers = [str(r.get("answer")).strip().lower() for r in items]
-        counts = Counter(answers)
-        result[f"chance{suffix}"] = sum((n / len(answers)) ** 2 for n in counts.values())
-        by_kind: dict[str, Counter] = {}
-        for record, answer in zip(items, answers, strict=True):
-            by_kind.setdefault(str((record.get("meta") or {}).get("kind")), Counter())[answer] += 1
-        result[f"majority{suffix}"] = sum(c.most_common(1)[0][1] for c in by_kind.values()) / len(answers)
-    return result
 
 
 def baseline_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:

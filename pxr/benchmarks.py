@@ -40,6 +40,7 @@ from PIL import Image
 
 from pxr import data, synth_run
 from pxr.importers import ImportReport, _Files, _run, _Skip
+from pxr.records import EVAL_QUERIES
 from pxr.rollout import Query
 from pxr.scoring import score_response
 
@@ -48,7 +49,7 @@ NAMED_KINDS = ("read", "count", "coarse")
 VIDEO_KINDS = ("flash", "colour_change")
 # The scene kinds each synthetic benchmark holds.
 SYNTHETIC_KINDS = {"synthetic-zoom": GRID_KINDS, "synthetic-zoom-named": NAMED_KINDS, "synthetic-video": VIDEO_KINDS}
-HELD_OUT_SPLIT = "eval_queries.jsonl"  # notebook 10's held-out split
+HELD_OUT_SPLIT = EVAL_QUERIES  # notebook 10's held-out split
 _OPTION_IN_QUESTION_RE = re.compile(r"\(([A-H])\)\s*(.+?)(?=\s*\([A-H]\)|\n|$)")
 _IMAGE_TOKEN_RE = re.compile(r"<image>\s*|<video>\s*")
 QUESTION_PROMPTS = ("released", "instructed")

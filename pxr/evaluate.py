@@ -22,11 +22,12 @@ from pxr import metrics, reward
 from pxr.benchmarks import Benchmark, get_benchmark
 from pxr.config import EpisodeConfig
 from pxr.importers import ImportReport
+from pxr.records import EVAL_RECORDS
 from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
 
 CONTROLS = ("none", "text", "blank")
 BACKENDS = ("local", "openai", "vllm")
-RECORDS = "records.jsonl"
+RECORDS = EVAL_RECORDS
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,8 @@ def evaluate(
         )
     records = [item_record(t, score_trajectory(t, bench)) for t in trajectories]
     figures = metrics.eval_metrics(records, bench.metric)
+    # what answering without looking scores on these very items, beside the model's figures
+    figures |= {f"baseline_{k}": v for k, v in metrics.answer_baselines(records).items()}
     figures["items_unstartable"] = len(unstartable)
     figures |= skipped_rows(report)
     figures |= protocol_record(config, episode_config, rollout_config, n_items=len(records))
@@ -242,7 +245,7 @@ def evaluate(
 
 def write_results(out_dir, result: EvalResult) -> Path:
     """`records.jsonl` (one scored record per item) in `out_dir`, and the figures into its `metrics.json`."""
-    from pxr.runs import write_metrics
+    from pxr.records import write_metrics
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +268,12 @@ def summary_tables(result: EvalResult, config: EvalConfig) -> list[tuple[str, li
     tables = [("", [{"model": m["model"], "prompt": m["prompt"], "control": config.control,
                      **{k: m.get(k) for k in headline}}])]  # fmt: skip
     groups = [
-        {"group": g, **{k: m.get(f"{k}_{g}") for k in per_group}}
+        {
+            "group": g,
+            **{k: m.get(f"{k}_{g}") for k in per_group},
+            "majority answer": m.get(f"baseline_majority_{g}"),
+            "chance": m.get(f"baseline_chance_{g}"),
+        }
         for g in ("zoom_needed", "coarse")
         if f"items_{g}" in m
     ]

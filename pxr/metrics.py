@@ -5,8 +5,9 @@
   ending reasons, and where the cue is known the zoom IoU with the cue box, the share of the cue the returned crop
   covers and the frame-selection recall; broken down into zoom-needed vs coarse items and per kind
   (`breakdown_rows`). Working from records, the figures can be recomputed from a saved `records.jsonl`.
-- `episode_metrics(trajectories)`: the same figures for in-process rollouts (notebooks 20 and 30, held out), plus
-  the valid-call rate. One vocabulary everywhere: `accuracy`, `rapr`, `mean_ops`, `op_error_rate`, `*_zoom_needed`,
+- `episode_metrics(trajectories)`: the same figures for in-process rollouts (notebooks 20 and 30, held out).
+  Both give, on zoom-needed items, the share whose first call is valid (parses, names an op) and the share whose
+  zoom box meets the cue with IoU >= 0.5. One vocabulary everywhere: `accuracy`, `rapr`, `mean_ops`, `op_error_rate`, `*_zoom_needed`,
   `*_coarse`; RL's step log uses the same names under `pxr/`.
 
 Zoom boxes are compared with the cue in [0, 1] coordinates of input image 1: the box the model asked for (before the
@@ -18,16 +19,19 @@ Tests: tests/test_metrics.py.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import Any
 
 from pxr import families, protocol, reward
 
+ZOOM_IOU_HIT = 0.5  # a zoom "finds" the cue when its box and the cue box overlap with IoU >= this
 
-def _call_is_valid(trajectory) -> bool:
-    """The first turn that writes `<tool_call>` holds a call that parses and names a known operation."""
-    for turn in trajectory.turns:
-        if turn.role == "assistant" and protocol.has_tool_call(turn.text):
+
+def call_is_valid(record: dict) -> bool:
+    """The first turn of a record that writes `<tool_call>` holds a call that parses and names a known operation."""
+    for turn in record.get("turns") or []:
+        if turn["role"] == "assistant" and protocol.has_tool_call(turn["text"]):
             try:
-                call = protocol.parse_tool_call(turn.text)
+                call = protocol.parse_tool_call(turn["text"])
             except protocol.ToolCallError:
                 return False
             return protocol.OP_ALIASES.get(call.name, call.name) in protocol.OP_NAMES
@@ -36,8 +40,7 @@ def _call_is_valid(trajectory) -> bool:
 
 def episode_metrics(trajectories) -> dict[str, float]:
     """Notebooks 20 and 30's held-out figures in evaluation's vocabulary: `eval_metrics` of the trajectories scored
-    by the one correctness rule (`pxr.reward.answer_correct`), plus the share of zoom-needed items whose first call
-    is valid (`valid_call_rate_zoom_needed`)."""
+    by the one correctness rule (`pxr.reward.answer_correct`)."""
     records = [
         {
             **t.record(),
@@ -50,9 +53,6 @@ def episode_metrics(trajectories) -> dict[str, float]:
         for t in trajectories
     ]
     figures = eval_metrics(records)
-    needed = [t for t in trajectories if t.query.meta.get("needs_op")]
-    if needed:
-        figures["valid_call_rate_zoom_needed"] = sum(map(_call_is_valid, needed)) / len(needed)
     return figures
 
 
@@ -171,8 +171,16 @@ def eval_metrics(records: list[dict], metric: str = "accuracy") -> dict:
     }
     endings = Counter(r["ending"] for r in rows)
     figures |= {f"ending_{k}": v / len(rows) for k, v in sorted(endings.items(), key=lambda kv: str(kv[0]))}
-    for group, rows_of in _needs_op_groups(records, rows).items():
+    groups = _needs_op_groups(records, rows)
+    for group, rows_of in groups.items():
         figures |= {f"{k}_{group}": v for k, v in _group_figures(rows_of, metric).items() if k != "zoom_iou"}
+    if groups.get("zoom_needed"):
+        needed = [(r, row) for r, row in zip(records, rows, strict=True) if (r.get("meta") or {}).get("needs_op")]
+        figures["valid_call_rate_zoom_needed"] = sum(call_is_valid(r) for r, _ in needed) / len(needed)
+        # the share of zoom-needed items whose zoom box overlaps the cue with IoU >= 0.5 (no zoom counts as a miss)
+        figures["zoom_iou_half_share_zoom_needed"] = sum(
+            row["zoom_iou"] is not None and row["zoom_iou"] >= ZOOM_IOU_HIT for _, row in needed
+        ) / len(needed)
     return figures
 
 
@@ -191,3 +199,26 @@ def breakdown_rows(records: list[dict], metric: str = "accuracy", by: str = "kin
     for record in records:
         groups[str((record.get("meta") or {}).get(by))].append(item_figures(record))
     return [{by: key, **_group_figures(rows, metric)} for key, rows in sorted(groups.items())]
+
+
+def answer_baselines(records: list[dict[str, Any]]) -> dict[str, float]:
+    """What answering without looking scores on scored evaluation records, overall and per zoom-needed / coarse
+    group: `chance` guesses from the gold answers' distribution (Σ_a p(a)²), `majority` always gives each kind's most
+    common gold answer (`meta.kind`)."""
+    groups: dict[str, list[dict[str, Any]]] = {"": records}
+    for record in records:
+        needs_op = (record.get("meta") or {}).get("needs_op")
+        if needs_op is not None:
+            groups.setdefault("_zoom_needed" if needs_op else "_coarse", []).append(record)
+    result = {}
+    for suffix, items in groups.items():
+        if not items:
+            continue
+        answers = [str(r.get("answer")).strip().lower() for r in items]
+        counts = Counter(answers)
+        result[f"chance{suffix}"] = sum((n / len(answers)) ** 2 for n in counts.values())
+        by_kind: dict[str, Counter] = {}
+        for record, answer in zip(items, answers, strict=True):
+            by_kind.setdefault(str((record.get("meta") or {}).get("kind")), Counter())[answer] += 1
+        result[f"majority{suffix}"] = sum(c.most_common(1)[0][1] for c in by_kind.values()) / len(answers)
+    return result

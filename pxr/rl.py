@@ -39,6 +39,7 @@ import torch
 
 from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.records import STEP_LOG
 from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
 from pxr.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
 from pxr.sft import checkpointing_setting
@@ -504,7 +505,7 @@ def make_trainer(
         processing_class=processor,
         peft_config=peft_config,
         environment_factory=environment_factory(episode_config, data_root),
-        callbacks=[StepLog(step_log or output_dir / "steps.jsonl")],
+        callbacks=[StepLog(step_log or output_dir / STEP_LOG)],
         filter_uniform_groups=rl_config.filter_uniform_groups,
         mask_truncated=rl_config.mask_truncated,
         generation_micro_batch_size=rl_config.generation_micro_batch_size,

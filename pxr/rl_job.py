@@ -17,6 +17,7 @@ from typing import Any
 
 from pxr import data, launch, models, rl, synth_run, train_log, viz
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.records import STEP_LOG
 
 MODULE = "pxr.rl_job"
 
@@ -145,7 +146,7 @@ def train(policy: models.Policy, data_dir: Path, train_queries, out: Path, rewar
         final, steps = rl.save_policy(trainer, policy.processor, out / "model"), trainer.state.global_step
         if rl_config.lora_rank:  # the adapters are merged into the saved weights; evaluate what was saved
             policy.model, policy.processor = models.load_model(final, episode_config=episode_config)
-    return Trained(final, steps, rl.read_step_log(out / "steps.jsonl"))
+    return Trained(final, steps, rl.read_step_log(out / STEP_LOG))
 
 
 def training_figures(step_log: list[dict[str, Any]], target_rate: float) -> list:

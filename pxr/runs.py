@@ -6,7 +6,7 @@ dirty flag, host, accelerator, start/end, state).
 every cell so a crash leaves a readable partial log); `run_pipeline` runs every stage that has a params file for
 the run, in order, skipping finished runs whose parameters are unchanged. Notebooks call `output_dir_for` (which
 also moves a kernel started elsewhere in the checkout, e.g. JupyterLab's `notebooks/`, to the repo root, so the
-relative paths in params resolve) and `write_metrics`.
+relative paths in params resolve) and `write_metrics`, both in `pxr.records`.
 
 A run never loses a record. Before anything is written it checks that the runs it reads from left what they made
 (`missing_inputs`: a fresh clone has the committed records of reference runs, not their git-ignored data and
@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,15 +39,19 @@ import yaml
 
 from pxr import light_records
 from pxr import params as P
+from pxr.records import (  # the names notebooks and other stages use, re-exported for the runner's callers
+    CHECKPOINTS,
+    FAILED,
+    OUTPUT_FILES,
+    OUTPUTS,
+    read_run,
+    write_metrics,
+)
 
-OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")
-CHECKPOINTS = "checkpoints"  # where the training notebooks keep what they resume from
-FAILED = "failed"  # beside a kept finished record: the record of the run that failed
 KEPT = ".kept-record"  # the finished record, held while a new run of the same folder goes
 LAST_START = ".last-start.json"  # the parameters of the run that last started here: whose checkpoints these are
 PARTIAL_METRIC = "failed_items"  # a run whose metrics count failed items > 0 is `partial`, not `finished`
 RECORD_STATES = ("finished", "partial")  # records a later failed run must not replace
-OUTPUTS = "outputs"  # the records: not code, so changes there do not make a run's code dirty
 ALLOW_DIRTY_ENV = "PXR_ALLOW_DIRTY"  # 1: start committable runs from uncommitted code (the record says git_dirty)
 
 
@@ -70,54 +72,6 @@ class StageResult:
     output_dir: Path
     seconds: float
     note: str = ""  # for a partial run: what is missing and how to complete it
-
-
-def work_from_repo_root() -> None:
-    """Make the repo root the working directory when the process started inside the checkout but below its root
-    (JupyterLab starts a kernel in `notebooks/`): every relative path in params (`outputs/20_train_sft/toy/model`,
-    any `*_dir` or `data_path`) is written from the root, as `pxr run` runs the notebooks."""
-    try:
-        root, here = P.repo_root().resolve(), Path.cwd().resolve()
-    except (P.ParamError, OSError):
-        return
-    if here != root and root in here.parents:
-        os.chdir(root)
-        print(f"[pxr] working directory: {root} (relative paths are read from the repository root)")
-
-
-def output_dir_for(output_dir: str, stem: str) -> Path:
-    """The notebook's output folder: the one `pxr run` passes, or a fresh temp folder for interactive and nbval
-    runs (so exploring never writes into outputs/). Called first by every notebook, so it also moves a kernel that
-    started below the repo root to the root (`work_from_repo_root`)."""
-    work_from_repo_root()
-    path = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"pxr-{stem}-"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def tracker_run_name(output_dir: str | Path, stem: str) -> str:
-    """A run's name in experiment trackers: `<stem>/<run>` (`20_train_sft/smoke`), the run being the output
-    folder's name (`pxr run` writes to `outputs/<stem>/<run>`; an interactive run's temp folder names it too)."""
-    return f"{stem}/{Path(output_dir).name}"
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    raise TypeError(f"metrics must be flat scalars; got {type(value).__name__}")
-
-
-def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Add `metrics` to the run's flat metrics.json (the headline figure first); returns its path."""
-    path = Path(output_dir) / "metrics.json"
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update({str(k): _jsonable(v) for k, v in metrics.items()})
-    path.write_text(json.dumps(current, indent=2) + "\n")
-    return path
 
 
 def _git(*args: str) -> str | None:
@@ -155,11 +109,6 @@ REPORTING_PARAMS = ("report_to", "run_name", "log_completions")
 def params_hash(params: dict[str, Any]) -> str:
     computed = {k: v for k, v in params.items() if k not in REPORTING_PARAMS}
     return hashlib.sha256(json.dumps(computed, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def read_run(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _now() -> str:

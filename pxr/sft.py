@@ -396,7 +396,7 @@ def training_arguments(
     crops with 0.98 and 0.01 and stayed at chance with the defaults (outputs/LOG.md, 2026-11-24).
 
     `report_to` names transformers' experiment trackers ("none", "tensorboard", "wandb", "trackio", ...) and
-    `run_name` the run there (notebook 20 passes `<stage>/<run>`, `pxr.runs.tracker_run_name`). TensorBoard writes
+    `run_name` the run there (notebook 20 passes `<stage>/<run>`, `pxr.records.tracker_run_name`). TensorBoard writes
     under `output_dir/runs/`; the args, run name included, are its first record."""
     from transformers import TrainingArguments
 

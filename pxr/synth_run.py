@@ -24,11 +24,8 @@ from tqdm.auto import tqdm
 from pxr import data, protocol, scene_grid, scenes, synth
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
+from pxr.records import EVAL_QUERIES, RL_QUERIES, TRAJECTORIES  # noqa: F401 (notebooks read them here too)
 from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
-
-TRAJECTORIES = "sft_trajectories.jsonl"
-RL_QUERIES = "rl_queries.jsonl"  # the RL stage's training queries
-EVAL_QUERIES = "eval_queries.jsonl"  # held-out queries (seeds disjoint from the other splits)
 
 
 class SynthesisFailed(RuntimeError):

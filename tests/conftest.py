@@ -95,7 +95,7 @@ def fake_repo(tmp_path, monkeypatch):
     from pxr import params
 
     stage_body = (
-        "from pxr.runs import output_dir_for, write_metrics\n"
+        "from pxr.records import output_dir_for, write_metrics\n"
         "out = output_dir_for(output_dir, 'stage')\n"
         "assert steps >= 0, 'steps must be >= 0'\n"
         "write_metrics(out, {'score': steps * scale, 'name': name})\n"

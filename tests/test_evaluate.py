@@ -98,7 +98,9 @@ def test_summary_tables_lay_out_the_headline_groups_kinds_and_endings(processor)
                                  "op_error_rate", "zoom_iou", "zoom_cue_coverage", "frame_recall"]  # fmt: skip
     assert headline[0]["model"] == "scripted" and headline[0]["accuracy"] == pytest.approx(0.6)
     assert [g["group"] for g in groups] == ["zoom_needed", "coarse"]
-    assert list(groups[1]) == ["group", "items", "accuracy", "rapr", "mean_ops", "op_error_rate"]
+    assert list(groups[1]) == ["group", "items", "accuracy", "rapr", "mean_ops", "op_error_rate", "majority answer",
+                               "chance"]  # fmt: skip
+    assert groups[1]["majority answer"] == result.metrics["baseline_majority_coarse"] == 1.0  # one coarse item
     assert groups[1]["items"] == 1 and groups[1]["accuracy"] == 1.0 and groups[1]["rapr"] == 0.0
     assert kinds == result.breakdown
     assert endings == [{k: v for k, v in result.metrics.items() if k.startswith("ending_")}]

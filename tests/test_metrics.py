@@ -29,6 +29,7 @@ def test_figures_count_what_happened():
     assert m["items"] == 4 and m["accuracy"] == 0.75
     assert m["rapr"] == 0.25 and m["mean_ops"] == 0.25 and m["op_error_rate"] == 0.5
     assert abs(m["valid_call_rate_zoom_needed"] - 1 / 3) < 1e-9
+    assert m["zoom_iou_half_share_zoom_needed"] == 0.0  # the one zoom's box has no cue to meet
     assert abs(m["rapr_zoom_needed"] - 1 / 3) < 1e-9 and m["rapr_coarse"] == 0.0
     assert m["ending_answer"] == 1.0
     assert episode_metrics([]) == {"items": 0}
@@ -44,7 +45,7 @@ def test_one_vocabulary_for_training_and_evaluation():
     ours = episode_metrics(trajectories)
     records = [{**t.record(), "score": float(answer_correct(t.episode.ending, t.turns[-1].text, t.query.answer))}
                for t in trajectories]  # fmt: skip
-    assert {k: v for k, v in ours.items() if k != "valid_call_rate_zoom_needed"} == eval_metrics(records)
+    assert ours == eval_metrics(records)  # the valid-call and cue-hit shares included
     assert ours["accuracy"] == 1.0 and ours["accuracy_zoom_needed"] == 1.0 and ours["accuracy_coarse"] == 1.0
 
 
@@ -87,3 +88,15 @@ def test_ending_reasons_name_the_limit():
     m = eval_metrics([{**limited.record(), "score": 0.0}, {**answered.record(), "score": 1.0}])
     assert m["ending_limit_max_ops"] == 0.5 and m["ending_answer"] == 0.5
     assert m["op_error_rate"] == 0.5  # the refused second call counts as a failed request
+
+
+def test_the_cue_hit_share_counts_zooms_with_iou_of_a_half_or_more_over_every_zoom_needed_item():
+    def with_cue(turns):
+        trajectory = rollout(turns)
+        trajectory.query.meta["cue_box"] = [0.1, 0.1, 0.5, 0.5]  # IoU with ZOOM's box: 0.16 / 0.25 = 0.64
+        return trajectory
+
+    far = tool_call_text("zoom_in", {"bbox_2d": [0.7, 0.7, 0.9, 0.9]})  # IoU 0 with the cue
+    m = episode_metrics([with_cue([ZOOM, "7"]), with_cue([far, "7"]), with_cue(["7"]), with_cue([ZOOM, "7"])])
+    assert m["zoom_iou_half_share_zoom_needed"] == 0.5  # 2 of 4: a far zoom and no zoom are misses
+    assert m["valid_call_rate_zoom_needed"] == 0.75

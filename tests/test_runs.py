@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pxr import cli, runs
+from pxr import cli, records, runs
 from pxr.runs import StageFailed
 from tests.conftest import read_json
 
@@ -101,15 +101,15 @@ def test_runs_listing_and_cli(fake_repo, capsys):
 def test_write_metrics_keeps_them_flat(tmp_path):
     import numpy as np
 
-    runs.write_metrics(tmp_path, {"accuracy": np.float32(0.5), "n": 3})
-    runs.write_metrics(tmp_path, {"rapr": float("nan")})
+    records.write_metrics(tmp_path, {"accuracy": np.float32(0.5), "n": 3})
+    records.write_metrics(tmp_path, {"rapr": float("nan")})
     assert read_json(tmp_path / "metrics.json") == {"accuracy": 0.5, "n": 3, "rapr": None}
     with pytest.raises(TypeError, match="flat scalars"):
-        runs.write_metrics(tmp_path, {"curve": [1, 2]})
+        records.write_metrics(tmp_path, {"curve": [1, 2]})
 
 
 def test_output_dir_defaults_to_a_temp_folder():
-    path = runs.output_dir_for("", "00_visual_ops_tour")
+    path = records.output_dir_for("", "00_visual_ops_tour")
     assert path.exists() and "outputs" not in path.parts
     shutil.rmtree(path)  # a test leaves no temp folder behind
 
@@ -223,7 +223,7 @@ def test_a_run_folder_given_whole_needs_the_artifacts_its_record_lists(fake_repo
 @pytest.mark.slow
 def test_a_run_with_failed_items_is_partial_and_the_pipeline_runs_it_again(fake_repo, capsys):
     body = (
-        "from pxr.runs import output_dir_for, write_metrics\n"
+        "from pxr.records import output_dir_for, write_metrics\n"
         "out = output_dir_for(output_dir, 'stage')\n"
         "write_metrics(out, {'done': 10 - steps, 'failed_items': steps})\n"
     )
@@ -272,7 +272,7 @@ def test_a_kernel_started_below_the_repo_root_works_from_the_root(fake_repo, mon
     """JupyterLab starts kernels in notebooks/, where outputs/20_train_sft/toy/model is not found."""
     (fake_repo / "outputs" / "20_train_sft" / "toy" / "model").mkdir(parents=True)
     monkeypatch.chdir(fake_repo / "notebooks")
-    out = runs.output_dir_for("outputs/00_first/x", "00_first")
+    out = records.output_dir_for("outputs/00_first/x", "00_first")
     assert os.getcwd() == str(fake_repo) and out.resolve() == fake_repo / "outputs" / "00_first" / "x"
     assert Path("outputs/20_train_sft/toy/model").is_dir()
 

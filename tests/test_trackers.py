@@ -8,7 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pxr import data, models, rl, rl_job, runs, sft, sft_job, synth_run
+from pxr import data, models, records, rl, rl_job, runs, sft, sft_job, synth_run
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from tests.test_rl import EPISODE as RL_EPISODE
 from tests.test_rl import scripted_generate
@@ -39,7 +39,7 @@ def tensorboard_log(folder):
 
 def test_tracker_run_name_is_stage_slash_run(tmp_path):
     run = tmp_path / "outputs" / "20_train_sft" / "smoke"
-    assert runs.tracker_run_name(run, "20_train_sft") == "20_train_sft/smoke"
+    assert records.tracker_run_name(run, "20_train_sft") == "20_train_sft/smoke"
 
 
 def test_trackers_are_off_by_default(tmp_path):
@@ -56,7 +56,7 @@ def test_sft_steps_write_the_loss_to_tensorboard_under_the_run(smoke, tiny, tmp_
     examples = [sft.sft_example(r, smoke, EPISODE) for r in records[:4]]
     trainer = sft.make_trainer(model, processor, examples, output_dir=run / "checkpoints", learning_rate=1e-3,
                                max_steps=2, report_to="tensorboard",
-                               run_name=runs.tracker_run_name(run, "20_train_sft"))  # fmt: skip
+                               run_name=records.tracker_run_name(run, "20_train_sft"))  # fmt: skip
     sft.train(trainer)
     scalars, args = tensorboard_log(run)
     assert [step for step, _ in scalars["train/loss"]] == [1, 2]
