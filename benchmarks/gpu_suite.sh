@@ -40,7 +40,7 @@ for part in $parts; do
           "small_lr3e-4:-p learning_rate=3e-4" "tiny_read:-p model_size=tiny -p n_peek=0 -p n_coarse=0"; do
         name=${variant%%:*}
         # shellcheck disable=SC2086  # the variant's overrides are separate words
-        (out=$base_logs run "base_$name" "${BASE_LIMIT:-500}" python3 -m pxr.cli run 15_perception_base toy \
+        (out=$base_logs run "base_$name" "${BASE_LIMIT:-500}" python3 -m pxr.runner.cli run 15_perception_base toy \
           --allow-dirty -p 'synth_dir=""' ${variant#*:} ${BASE_EXTRA:-} --as "probe_$name" > /dev/null) &
       done ;;
     box_probe)  # does a fresh `small` model write the asked tile's box given 48,000 examples? (in the background)

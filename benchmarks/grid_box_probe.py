@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
-from pxr import data, families, metrics, models, sft, synth, synth_run
+from pxr import data, families, metrics, models
 from pxr.config import EpisodeConfig
 from pxr.rollout import RolloutConfig, generate_trajectories
-from pxr.teacher import TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TemplateTeacher
+from pxr.training import sft
 
 EPISODE = EpisodeConfig(image_max_pixels=18816, crop_min_pixels=12544, crop_max_pixels=12544, zoom_padding=0.0)
 KNOBS = dict(width=1500, height=1000, tile_size=30)

@@ -1,5 +1,5 @@
 """Memory per GPU of an RL run, before launching it: weights, gradients, optimizer states, KV cache per rollout and
-for one generate call, activations of one training micro-batch, and the peak (`pxr.rl_memory` has the formulas).
+for one generate call, activations of one training micro-batch, and the peak (`pxr.training.rl_memory` has the formulas).
 It computes from the model's config (built on the meta device: no weights, no download, no GPU).
 
 It prints the run as given and the same run with generation in micro-batches: all of a process's rollouts in one
@@ -25,7 +25,9 @@ import argparse
 from dataclasses import fields, replace
 from pathlib import Path
 
-from pxr import models, params, rl_memory
+from pxr import models
+from pxr.runner import params
+from pxr.training import rl_memory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,8 +34,10 @@ from pathlib import Path
 
 import torch
 
-from pxr import data, models, protocol, rl, rl_env, synth_run
+from pxr import data, models, protocol
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.synthesis import synth_run
+from pxr.training import rl, rl_env
 
 ZOOM = "The digit is small; looking closer.\n" + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.2, 0.2, 0.6, 0.6]})
 

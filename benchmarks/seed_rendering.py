@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pxr import synth_run
+from pxr.synthesis import synth_run
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Host memory of one SFT process: trajectory images replayed for the whole data set up front (the eager list,
-`[pxr.sft.sft_example(r, ...) for r in records]`) against replayed when the Trainer reads an example
-(`pxr.sft.ReplayedExamples`, what `pxr.sft_job` trains on).
+`[pxr.training.sft.sft_example(r, ...) for r in records]`) against replayed when the Trainer reads an example
+(`pxr.training.sft.ReplayedExamples`, what `pxr.training.sft_job` trains on).
 
 N smoke trajectories are synthesized once (offline template teacher; image and video kinds). Each variant then runs in
 its own process, so that peak RSS is its own: read the records, build the data set as a launched rank does (every
@@ -22,7 +22,9 @@ from pathlib import Path
 
 CHILD = """
 import json, os, sys, time
-from pxr import data, models, sft, synth_run
+from pxr import data, models
+from pxr.training import sft
+from pxr.synthesis import synth_run
 from pxr.config import EpisodeConfig
 
 data_dir, model_dir, variant, world_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -51,9 +53,10 @@ print(json.dumps({"base_mb": base, "build_mb": built - base, "peak_mb": peak - b
 
 
 def prepare(folder: Path, trajectories: int, kinds: list[str]) -> tuple[Path, Path, int]:
-    from pxr import data, models, synth, synth_run
+    from pxr import data, models
     from pxr.config import EpisodeConfig
-    from pxr.teacher import TemplateTeacher
+    from pxr.synthesis import synth, synth_run
+    from pxr.synthesis.teacher import TemplateTeacher
 
     out = folder / "synth"
     per_kind, extra = divmod(trajectories, len(kinds))

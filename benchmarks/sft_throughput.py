@@ -1,7 +1,7 @@
 """SFT training throughput with plain random batches against length-grouped batches, on the same trajectories, in one run.
 
 About 48 trajectories of mixed lengths (read items that zoom, short coarse items, flash items on video frames) are
-synthesized offline with the template teacher, replayed and tokenized once. For each model size, `pxr.sft.make_trainer`
+synthesized offline with the template teacher, replayed and tokenized once. For each model size, `pxr.training.sft.make_trainer`
 then trains a fresh copy of the model for a fixed number of optimizer steps under three samplers:
 
 - plain: Trainer's default random batches;
@@ -31,9 +31,11 @@ from pathlib import Path
 
 import torch
 
-from pxr import data, models, sft, synth, synth_run
+from pxr import data, models
 from pxr.config import EpisodeConfig
-from pxr.teacher import TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TemplateTeacher
+from pxr.training import sft
 
 EPISODE = EpisodeConfig()
 MIX = (("read", 24), ("coarse", 12), ("flash", 12))

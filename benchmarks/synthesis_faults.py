@@ -4,7 +4,7 @@ any reply paid twice?
 The endpoint is tests/chat_server.py run as a process of its own (`python -m tests.chat_server`): it answers pxr's
 teacher prompts and injects, per request, 500s, 429s (Retry-After 0.01 s), truncated 200 bodies and hangs (no answer
 for 30 s, so the teacher's timeout fires) at the given rates, and logs one line per request (a digest of its body,
-status, fault). The synthesis (`pxr.synth_run.synthesize` with the OpenAI teacher, its reply cache on) runs in a
+status, fault). The synthesis (`pxr.synthesis.synth_run.synthesize` with the OpenAI teacher, its reply cache on) runs in a
 subprocess too, so that it can be killed with SIGKILL:
 
 - `full`: one run, then the reruns a user makes while the run is partial (`pxr pipeline` reruns a partial run).
@@ -50,9 +50,9 @@ def item_counts(total: int) -> dict[str, int]:
 
 def worker(args) -> None:
     """One synthesis run into args.out (what notebook 10 does, at a small canvas); prints its report as JSON."""
-    from pxr import synth, synth_run
     from pxr.config import EpisodeConfig
-    from pxr.teacher import OpenAITeacher
+    from pxr.synthesis import synth, synth_run
+    from pxr.synthesis.teacher import OpenAITeacher
 
     out = Path(args.out)
     canvas = {"width": 448, "height": 320}

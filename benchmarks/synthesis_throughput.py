@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from pxr.teacher import Analysis, AnalysisRequest, OpenAITeacher
+from pxr.synthesis.teacher import Analysis, AnalysisRequest, OpenAITeacher
 
 
 def load_chat_server():

@@ -138,7 +138,7 @@ VLLM_MODEL_IMPLS = ("vllm", "transformers")
 
 @dataclass(frozen=True)
 class RLConfig:
-    """GRPO over multi-turn episodes (paper §4); `pxr.rl.grpo_args` turns it into TRL's `GRPOConfig`.
+    """GRPO over multi-turn episodes (paper §4); `pxr.training.rl.grpo_args` turns it into TRL's `GRPOConfig`.
 
     Defaults are smoke-sized; `params/30_train_rl/paper.yaml` holds the paper's values. One optimizer step sees
     `per_device_train_batch_size × gradient_accumulation_steps × processes` rollouts (a multiple of G); one

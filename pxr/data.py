@@ -3,7 +3,7 @@ that survives damaged files; paths kept under a data root; the glue to `pxr.roll
 
 Records hold no pixels: images are paths relative to a data root (for rollout output, the folder of the JSONL
 `pxr.rollout.save_trajectories` writes). Readers skip and count bad lines instead of raising, so an interrupted
-`append_jsonl` costs at most its last line. Importers of other formats: `pxr/importers.py`.
+`append_jsonl` costs at most its last line. Importers of other formats: `pxr/synthesis/importers.py`.
 
 Tests: tests/test_data.py.
 """

@@ -22,7 +22,7 @@ from pxr import families, ops, protocol
 from pxr.config import EpisodeConfig
 
 ENDINGS = ("answer", "no_answer", "truncated", "limit")
-# The blank-observation control of evaluation (`pxr.evaluate`) returns images of this one colour: no pixel of the
+# The blank-observation control of evaluation (`pxr.evaluation.evaluate`) returns images of this one colour: no pixel of the
 # scene reaches the model.
 BLANK_FILL = (128, 128, 128)
 LIMIT_REASONS = ("max_ops", "max_images", "max_tokens", "max_turns")

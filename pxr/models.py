@@ -468,7 +468,7 @@ def starting_model(
 @dataclass
 class Policy:
     """A model in training with its processor and the episode settings its family needs (`episode_config_for`).
-    `model` is None while the weights live in launched processes (`pxr.sft_job`, `pxr.rl_job`)."""
+    `model` is None while the weights live in launched processes (`pxr.training.sft_job`, `pxr.training.rl_job`)."""
 
     path: str | Path
     model: Any

@@ -1,5 +1,5 @@
 """The names a run's files go by and the helpers every notebook calls: one small module, so notebooks, stages and the
-runner (`pxr.runs`) agree on them without importing the runner.
+runner (`pxr.runner.runs`) agree on them without importing the runner.
 
 A run's record is `outputs/<stem>/<run>/` with `OUTPUT_FILES`; a notebook calls `output_dir_for` first (its folder,
 or a temp folder when run by hand) and `write_metrics` for its flat headline figures. The data files stages hand on
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pxr import params as P
+from pxr.runner import params as P
 
 OUTPUTS = "outputs"  # the records: not code, so changes there do not make a run's code dirty
 OUTPUT_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "run.json")  # what a committed record holds

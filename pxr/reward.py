@@ -338,7 +338,7 @@ def group_rewards(
     executed ops. `zero_if_unfixed_error` zeroes the correctness of a rollout whose own last op failed unretried (the
     released code had this rule, but read each rollout's flag by its index within the group from the first group of
     the batch, so for every other group it used another query's flags). `zero_if_truncated` gives truncated episodes
-    (cut off mid-turn by a token limit: nothing to score) a total of 0; they still count in RaPR. `pxr.rl` may also mask
+    (cut off mid-turn by a token limit: nothing to score) a total of 0; they still count in RaPR. `pxr.training.rl` may also mask
     them out of the loss (`mask_truncated`).
     """
     records = list(records)

@@ -6,7 +6,7 @@ appended, and the unfinished episodes go on while finished ones make room for th
 each episode's image list. With a Qwen-VL model each episode also keeps its KV cache from turn to turn
 (`pxr.rollout_batch`): a turn prefills only what the episode has not seen, so each image goes through the processor
 and the vision tower once, and the batch shares only the decoding; other models (scripted stand-ins) get the whole
-chat re-encoded each turn. The OpenAI-compatible backend (`pxr.openai_backend`) runs the same loop over a
+chat re-encoded each turn. The OpenAI-compatible backend (`pxr.evaluation.openai_backend`) runs the same loop over a
 chat-completions endpoint and returns the same `Trajectory` records.
 
 A trajectory keeps every turn's text with a `trainable` flag (observations never are), token counts, timings and

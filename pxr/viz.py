@@ -316,10 +316,10 @@ def curves(
 ) -> Figure:
     """Named (x, y) series on one axis: a loss curve, RaPR against accuracy, ...
 
-    `smooth`: a trailing rolling mean over that many points (`pxr.ablations.smooth`), or "auto"
+    `smooth`: a trailing rolling mean over that many points (`pxr.evaluation.ablations.smooth`), or "auto"
     (`smoothing_window`); a smoothed series is drawn solid, labelled with its window, over its raw values drawn faint
     in the same colour. `references`: named horizontal lines, dashed (a target such as H, a baseline)."""
-    from pxr.ablations import smooth as rolling_mean
+    from pxr.evaluation.ablations import smooth as rolling_mean
 
     fig = Figure(figsize=size)
     ax = fig.add_subplot()

@@ -1,4 +1,4 @@
-"""A small local chat-completions server for testing `pxr.openai_backend` with the real `openai` client.
+"""A small local chat-completions server for testing `pxr.evaluation.openai_backend` with the real `openai` client.
 
 `ChatServer(script)` listens on 127.0.0.1 (a free port) in a background thread while used as a context manager.
 `POST /v1/chat/completions` answers what `script(request_body)` returns: a `Reply` (or a plain string, the reply

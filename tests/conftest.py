@@ -92,7 +92,7 @@ def make_notebook(path: Path, parameters: str, body: str) -> Path:
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch):
     """A checkout with two stages, so the runner can be exercised end to end without touching the real outputs/."""
-    from pxr import params
+    from pxr.runner import params
 
     stage_body = (
         "from pxr.records import output_dir_for, write_metrics\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from pxr import rl
 from pxr.config import RewardConfig
+from pxr.training import rl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `tests` importable
 from tests.rl_fakes import batch  # noqa: E402

@@ -10,8 +10,10 @@ import torch
 from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `tests` importable
-from pxr import data, models, protocol, rl, synth_run  # noqa: E402
+from pxr import data, models, protocol  # noqa: E402
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig  # noqa: E402
+from pxr.synthesis import synth_run
+from pxr.training import rl
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)
 ZOOM = "Closer.\n" + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.2, 0.2, 0.6, 0.6]})

@@ -1,4 +1,4 @@
-"""pxr.ablations on a fake outputs/ tree: runs collected and classified into Table 1 rows, flat table rows, the
+"""pxr.evaluation.ablations on a fake outputs/ tree: runs collected and classified into Table 1 rows, flat table rows, the
 learning-trap curves, what is missing, bad folders reported rather than fatal."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from pxr import ablations as A
+from pxr.evaluation import ablations as A
 from pxr.metrics import answer_baselines
 
 
@@ -239,7 +239,7 @@ def test_learning_trap_figure_draws_one_colour_per_arm(outputs):
 def test_notebook_builds_the_table_and_figure_from_a_fake_outputs_tree(outputs, tmp_path):
     import papermill
 
-    from pxr import params
+    from pxr.runner import params
 
     out = tmp_path / "run"
     papermill.execute_notebook(

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pxr import families, models, protocol
-from pxr.openai_backend import image_data_url, openai_messages
+from pxr.evaluation.openai_backend import image_data_url, openai_messages
 from pxr.rollout import Query, apply_turn, start_trajectory
 from tests.conftest import family_episode_config
 

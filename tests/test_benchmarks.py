@@ -1,4 +1,4 @@
-"""pxr.benchmarks: loaders on small files written in the released eval layout (parquet) and as JSONL, bad rows
+"""pxr.evaluation.benchmarks: loaders on small files written in the released eval layout (parquet) and as JSONL, bad rows
 reported and counted; the synthetic suites on held-out seeds."""
 
 import json
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pxr import scenes
-from pxr.benchmarks import BENCHMARKS, get_benchmark, kind_counts, load_benchmark, load_rows
 from pxr.episode import VisualEpisode
+from pxr.evaluation.benchmarks import BENCHMARKS, get_benchmark, kind_counts, load_benchmark, load_rows
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""pxr.checkpoints.last_checkpoint: a checkpoint cut short by a kill is never the one resumed from."""
+"""pxr.training.checkpoints.last_checkpoint: a checkpoint cut short by a kill is never the one resumed from."""
 
 import json
 
-from pxr.checkpoints import STATE_FILE, last_checkpoint
+from pxr.training.checkpoints import STATE_FILE, last_checkpoint
 
 
 def checkpoint(folder, step, *, state="whole"):

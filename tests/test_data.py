@@ -1,4 +1,4 @@
-"""pxr.data and pxr.importers: record round-trips, damaged files, safe paths, the released and annotated importers."""
+"""pxr.data and pxr.synthesis.importers: record round-trips, damaged files, safe paths, the released and annotated importers."""
 
 import json
 import os
@@ -29,7 +29,7 @@ from pxr.data import (
     write_jsonl,
     write_parquet,
 )
-from pxr.importers import (
+from pxr.synthesis.importers import (
     import_annotated_images,
     import_annotated_videos,
     import_released_rl,

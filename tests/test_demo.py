@@ -1,4 +1,4 @@
-"""pxr.demo: the stepper runs one episode turn by turn through the rollout engine's path (a scripted generator, then
+"""pxr.evaluation.demo: the stepper runs one episode turn by turn through the rollout engine's path (a scripted generator, then
 the tiny model for real); queries from scenes and uploads; the widget callbacks as plain methods."""
 
 import io
@@ -6,8 +6,9 @@ import io
 import pytest
 from PIL import Image
 
-from pxr import demo, protocol
+from pxr import protocol
 from pxr.config import EpisodeConfig
+from pxr.evaluation import demo
 
 ZOOM = "Too small to read. " + protocol.tool_call_text("zoom_in", {"bbox_2d": [0.2, 0.2, 0.6, 0.6]})
 

@@ -1,4 +1,4 @@
-"""pxr.evaluate: a scripted model through the whole evaluation path gives exactly the expected accuracy, RaPR, op
+"""pxr.evaluation.evaluate: a scripted model through the whole evaluation path gives exactly the expected accuracy, RaPR, op
 error rate, zoom IoU and frame recall; the controls change what the episodes do; results are written."""
 
 import json
@@ -10,7 +10,7 @@ from transformers.utils import is_torchvision_available
 
 from pxr import models, protocol
 from pxr.config import EpisodeConfig
-from pxr.evaluate import (
+from pxr.evaluation.evaluate import (
     EvalConfig,
     controlled,
     evaluate,
@@ -19,8 +19,8 @@ from pxr.evaluate import (
     summary_tables,
     write_results,
 )
-from pxr.importers import ImportReport
 from pxr.rollout import Query
+from pxr.synthesis.importers import ImportReport
 from tests.test_rollout import ScriptedModel
 
 

@@ -11,7 +11,7 @@ from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 from pxr.metrics import zoom_boxes
 from pxr.rollout import Query, apply_turn, start_trajectory
-from pxr.synth import SynthConfig, build_trajectory
+from pxr.synthesis.synth import SynthConfig, build_trajectory
 from tests.conftest import family_episode_config
 from tests.test_synth import CUE, IMAGE, Analysis, Item
 
@@ -111,8 +111,10 @@ def test_the_tiny_model_builds_in_qwen3_vl_shape_and_load_model_checks_the_famil
 
 
 def test_sft_renders_the_family_schema_and_replays_its_boxes(tmp_path):
-    from pxr import data, sft, synth_run
-    from pxr.teacher import TemplateTeacher
+    from pxr import data
+    from pxr.synthesis import synth_run
+    from pxr.synthesis.teacher import TemplateTeacher
+    from pxr.training import sft
 
     config = family_episode_config("qwen3-vl")
     items = synth_run.write_seed_items("read", 1, 0, tmp_path, split="train")
@@ -127,7 +129,7 @@ def test_sft_renders_the_family_schema_and_replays_its_boxes(tmp_path):
 
 
 def test_the_demo_builds_its_model_in_the_family_of_its_settings():
-    from pxr import demo
+    from pxr.evaluation import demo
 
     settings = models.episode_config_for("", EpisodeConfig(model_family="qwen3-vl"))  # no checkpoint: the parameter
     assert settings.patch_factor == 32

@@ -1,13 +1,13 @@
-"""pxr.grid and `pxr grid`: expansion into named points (pure), the committed grid files, sequential runs in a fake
+"""pxr.runner.grid and `pxr grid`: expansion into named points (pure), the committed grid files, sequential runs in a fake
 checkout (outputs/<stem>/<point>/, finished points skipped), and the commands a parallel grid would launch."""
 
 import sys
 
 import pytest
 
-from pxr import cli, grid, runs
-from pxr import params as P
-from pxr.grid import GridError, GridPoint, expand_grid, format_value
+from pxr.runner import cli, grid, runs
+from pxr.runner import params as P
+from pxr.runner.grid import GridError, GridPoint, expand_grid, format_value
 from tests.conftest import read_json
 
 
@@ -159,7 +159,7 @@ def test_parallel_grid_gives_each_point_a_gpu(fake_grid, monkeypatch, capsys):
     assert plan[1][1] == [
         sys.executable,
         "-m",
-        "pxr.cli",
+        "pxr.runner.cli",
         "run",
         "00_first",
         "toy",

@@ -1,4 +1,4 @@
-"""pxr.launch and pxr.sft_job: the command line, a failing child's log tail, and a real two-process CPU launch
+"""pxr.training.launch and pxr.training.sft_job: the command line, a failing child's log tail, and a real two-process CPU launch
 (gloo) that trains the tiny model for 2 steps and saves it."""
 
 import importlib.util
@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pxr import data, launch, models, sft_job, synth, synth_run
+from pxr import data, models
 from pxr.config import EpisodeConfig
-from pxr.teacher import TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TemplateTeacher
+from pxr.training import launch, sft_job
 
 EPISODE = EpisodeConfig()
 REPO = Path(__file__).resolve().parents[1]
@@ -28,9 +30,9 @@ def child_env(*paths) -> dict:
 
 
 def test_command_line_names_module_job_and_processes(tmp_path):
-    command = launch.accelerate_command("pxr.sft_job", tmp_path / "job.json", num_processes=2)
+    command = launch.accelerate_command("pxr.training.sft_job", tmp_path / "job.json", num_processes=2)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
-    assert command[-3:] == ["-m", "pxr.sft_job", str(tmp_path / "job.json")]
+    assert command[-3:] == ["-m", "pxr.training.sft_job", str(tmp_path / "job.json")]
     assert "--multi_gpu" in command and command[command.index("--num_processes") + 1] == "2"
     config = REPO / "configs/accelerate/ddp_8gpu.yaml"
     with_config = launch.accelerate_command("m", "j.json", accelerate_config=config)
@@ -56,12 +58,12 @@ def test_a_config_files_port_is_kept_and_an_explicit_port_wins(tmp_path):
 
 def test_several_machines_get_rank_address_and_port(tmp_path):
     common = {"num_processes": 16, "num_machines": 2, "main_process_ip": "10.0.0.1", "main_process_port": 29500}
-    ranks = [launch.accelerate_command("pxr.sft_job", "j.json", machine_rank=r, **common) for r in (0, 1)]
+    ranks = [launch.accelerate_command("pxr.training.sft_job", "j.json", machine_rank=r, **common) for r in (0, 1)]
     for rank, command in enumerate(ranks):
         assert "--multi_gpu" in command and flag(command, "--num_machines") == "2"
         assert flag(command, "--num_processes") == "16" and flag(command, "--machine_rank") == str(rank)
         assert flag(command, "--main_process_ip") == "10.0.0.1" and flag(command, "--main_process_port") == "29500"
-        assert command[-3:] == ["-m", "pxr.sft_job", "j.json"]
+        assert command[-3:] == ["-m", "pxr.training.sft_job", "j.json"]
     assert [c for c in ranks[0] if c != "0"] == [c for c in ranks[1] if c != "1"]  # only the rank differs
     config = tmp_path / "two_nodes.yaml"
     config.write_text(

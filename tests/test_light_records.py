@@ -1,4 +1,4 @@
-"""pxr.light_records: PNG figures of an executed notebook become JPEG thumbnails, widget state goes, text stays."""
+"""pxr.runner.light_records: PNG figures of an executed notebook become JPEG thumbnails, widget state goes, text stays."""
 
 import base64
 import io
@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from pxr import light_records
+from pxr.runner import light_records
 
 
 def _png_b64(size=(1800, 1200), mode="RGBA") -> str:

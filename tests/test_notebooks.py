@@ -6,7 +6,7 @@ import ast
 import nbformat
 import pytest
 
-from pxr import params
+from pxr.runner import params
 
 NOTEBOOKS = sorted((params.repo_root() / "notebooks").glob("*.ipynb"))
 

@@ -1,4 +1,4 @@
-"""pxr.openai_backend against a local chat-completions server (tests/chat_server.py) with the real openai client."""
+"""pxr.evaluation.openai_backend against a local chat-completions server (tests/chat_server.py) with the real openai client."""
 
 import asyncio
 import base64
@@ -11,7 +11,12 @@ from PIL import Image
 
 from pxr import protocol
 from pxr.config import EpisodeConfig
-from pxr.openai_backend import OpenAIBackendConfig, generate_trajectories_openai, openai_messages, read_api_key
+from pxr.evaluation.openai_backend import (
+    OpenAIBackendConfig,
+    generate_trajectories_openai,
+    openai_messages,
+    read_api_key,
+)
 from pxr.rollout import Query, RolloutConfig
 from tests.chat_server import ChatServer, Reply, has_observation, image_urls, question_text
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pxr import config, params
+from pxr import config
+from pxr.runner import params
 
 EPISODE_STAGES = ("10_synthesize_data", "20_train_sft", "30_train_rl", "40_evaluate")
 TRAINING_STAGES = EPISODE_STAGES[:3]

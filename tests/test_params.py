@@ -1,9 +1,9 @@
-"""pxr.params: merging base + run + overrides, and rejecting what the notebook does not declare."""
+"""pxr.runner.params: merging base + run + overrides, and rejecting what the notebook does not declare."""
 
 import pytest
 
-from pxr import params
-from pxr.params import ParamError
+from pxr.runner import params
+from pxr.runner.params import ParamError
 
 
 def test_base_then_run_then_overrides(fake_repo):

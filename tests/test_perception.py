@@ -1,4 +1,4 @@
-"""pxr.perception: the toy line's base-stage items (crops as zoom_in cuts them, the whole image for the text path,
+"""pxr.synthesis.perception: the toy line's base-stage items (crops as zoom_in cuts them, the whole image for the text path,
 disjoint seeds), their SFT examples and loss mask, and the held-out scoring."""
 
 import random
@@ -7,8 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from pxr import models, perception, scenes, sft
+from pxr import models, scenes
 from pxr.config import EpisodeConfig
+from pxr.synthesis import perception
+from pxr.training import sft
 
 # The toy episode: the whole image at 168x112, zooms without padding into a 112x112 crop.
 TOY_EPISODE = EpisodeConfig(image_max_pixels=168 * 112, zoom_padding=0.0, crop_min_pixels=112 * 112,
@@ -142,7 +144,7 @@ def test_first_of_each_task_keeps_the_tasks_order():
 
 @pytest.mark.slow
 def test_the_tokenizer_corpus_adds_the_synthesis_runs_text(tmp_path):
-    from pxr import synth_run
+    from pxr.synthesis import synth_run
 
     items = [_item("a", "read"), _item("b", "coarse")]
     generic, note = perception.tokenizer_corpus(items, "", seed=0)

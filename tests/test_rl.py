@@ -1,4 +1,4 @@
-"""pxr.rl and pxr.rl_env: the environment runs ops through VisualEpisode, RL prompts equal the protocol's, the reward
+"""pxr.training.rl and pxr.training.rl_env: the environment runs ops through VisualEpisode, RL prompts equal the protocol's, the reward
 path gives the paper reward's worked values (`pxr.reward.shaped_rewards`), uniform groups leave the loss, and GRPO
 steps on the tiny model train with the crops in the loss forward and resume from a checkpoint."""
 
@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from pxr import data, models, protocol, rl, rl_env, synth_run
+from pxr import data, models, protocol
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.rollout import start_trajectory
+from pxr.synthesis import synth_run
+from pxr.training import rl, rl_env
 from tests.rl_fakes import FakeEnvironment
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)

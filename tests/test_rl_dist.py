@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pxr import models, rl, synth_run
+from pxr import models
 from pxr.config import RewardConfig
+from pxr.synthesis import synth_run
+from pxr.training import rl
 from tests.rl_fakes import batch
 
 HERE = Path(__file__).parent

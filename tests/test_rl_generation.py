@@ -6,9 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pxr import data, models, rl, synth_run
+from pxr import data, models
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
-from pxr.rl_generation import prompt_chunks
+from pxr.synthesis import synth_run
+from pxr.training import rl
+from pxr.training.rl_generation import prompt_chunks
 from tests.test_rl import scripted_generate
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)

@@ -1,4 +1,4 @@
-"""pxr.rl_job: RL in two accelerate-launched CPU processes (gloo) takes GRPO steps on the tiny model and saves the
+"""pxr.training.rl_job: RL in two accelerate-launched CPU processes (gloo) takes GRPO steps on the tiny model and saves the
 policy; the rewards each process logs are those of the whole batch (groups gathered)."""
 
 import importlib.util
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pxr import launch, models, rl, rl_job, synth_run
+from pxr import models
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.synthesis import synth_run
+from pxr.training import launch, rl, rl_job
 
 REPO = Path(__file__).resolve().parents[1]
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)

@@ -1,4 +1,4 @@
-"""pxr.rl_memory and benchmarks/rl_memory.py: parameter counts equal the built model's, the KV cache per token equals
+"""pxr.training.rl_memory and benchmarks/rl_memory.py: parameter counts equal the built model's, the KV cache per token equals
 a real forward's cache, the paper's 512 rollouts in one generate call need ~290 GiB of KV cache, and the micro-batch
 params/30_train_rl/paper.yaml sets fits an 80 GB GPU where one call does not."""
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pxr import models, params, rl_memory
+from pxr import models
+from pxr.runner import params
+from pxr.training import rl_memory
 
 REPO = Path(__file__).resolve().parents[1]
 

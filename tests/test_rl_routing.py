@@ -9,11 +9,13 @@ import re
 import pytest
 import torch
 
-from pxr import data, families, metrics, models, protocol, reward, rl, rl_env, synth_run
-from pxr.benchmarks import get_benchmark
+from pxr import data, families, metrics, models, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
-from pxr.evaluate import score_trajectory
+from pxr.evaluation.benchmarks import get_benchmark
+from pxr.evaluation.evaluate import score_trajectory
 from pxr.rollout import apply_turn, start_trajectory
+from pxr.synthesis import synth_run
+from pxr.training import rl, rl_env
 from tests.conftest import family_episode_config
 
 EPISODE = EpisodeConfig(image_max_pixels=64 * 784, crop_max_pixels=64 * 784)

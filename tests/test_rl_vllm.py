@@ -4,8 +4,8 @@ replaced by a recorder."""
 
 import pytest
 
-from pxr import rl, rl_generation
 from pxr.config import RLConfig
+from pxr.training import rl, rl_generation
 
 
 def test_vllm_settings_reach_trls_config(tmp_path):

@@ -1,4 +1,4 @@
-"""pxr.runs and the `pxr` command: papermill runs into outputs/<stem>/<run>/, the pipeline, the run list.
+"""pxr.runner.runs and the `pxr` command: papermill runs into outputs/<stem>/<run>/, the pipeline, the run list.
 Everything happens in a fake checkout under tmp_path."""
 
 import os
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pxr import cli, records, runs
-from pxr.runs import StageFailed
+from pxr import records
+from pxr.runner import cli, runs
+from pxr.runner.runs import StageFailed
 from tests.conftest import read_json
 
 

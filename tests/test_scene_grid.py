@@ -1,4 +1,4 @@
-"""Tile-grid scenes (pxr/scene_grid.py): the position words name the tile whose box is the cue, the pixels match the
+"""Tile-grid scenes (pxr/scenes/grid.py): the position words name the tile whose box is the cue, the pixels match the
 ground truth, scenes are deterministic, and the digit needs the zoom while the colour does not."""
 
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pxr import ops, scenes
-from pxr.scene_grid import DIGIT_QUESTIONS, ask_tile, neighbour_boxes, tile_boxes, tile_position
+from pxr.scenes.grid import DIGIT_QUESTIONS, ask_tile, neighbour_boxes, tile_boxes, tile_position
 
 SEEDS = range(8)
 # The toy episode: the whole image at 168x112, zooms without padding into a 112x112 crop.

@@ -1,4 +1,4 @@
-"""Synthetic videos (pxr/scene_videos.py): the answer shows only in the cue frames, determinism, knobs,
+"""Synthetic videos (pxr/scenes/videos.py): the answer shows only in the cue frames, determinism, knobs,
 multiple choice, suites."""
 
 import re
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pxr import protocol
-from pxr.scene_videos import make_colour_change_video, make_flash_video
 from pxr.scenes import COLOURS, SCENE_BUILDERS, SHAPES, VideoScene, make_scene, make_suite
+from pxr.scenes.videos import make_colour_change_video, make_flash_video
 
 SEEDS = range(6)
 VIDEO_KINDS = ("flash", "colour_change")

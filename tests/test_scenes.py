@@ -1,4 +1,4 @@
-"""Synthetic scenes (pxr/scenes.py): determinism, ground truth that matches the pixels, and targets small
+"""Synthetic scenes (pxr/scenes/__init__.py): determinism, ground truth that matches the pixels, and targets small
 enough that zooming is needed. The videos are tested in tests/test_scene_videos.py."""
 
 import re

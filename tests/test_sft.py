@@ -1,4 +1,4 @@
-"""pxr.sft: loss masks on self-correction trajectories, replayed pixels, a few training steps, resume."""
+"""pxr.training.sft: loss masks on self-correction trajectories, replayed pixels, a few training steps, resume."""
 
 from dataclasses import replace
 
@@ -8,9 +8,11 @@ import torch
 from PIL import Image
 from transformers import TrainerCallback
 
-from pxr import checkpoints, data, models, protocol, sft, synth, synth_run
+from pxr import data, models, protocol
 from pxr.config import EpisodeConfig
-from pxr.teacher import TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TemplateTeacher
+from pxr.training import checkpoints, sft
 
 EPISODE = EpisodeConfig()
 SYNTH = synth.SynthConfig(seed=0)

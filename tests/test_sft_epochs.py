@@ -1,4 +1,4 @@
-"""pxr.sft epoch models (`save_model_at_epochs`): the model at the end of epoch 1 is saved as a self-contained folder
+"""pxr.training.sft epoch models (`save_model_at_epochs`): the model at the end of epoch 1 is saved as a self-contained folder
 that `pxr.models.load_model` reads, it is the model of that moment (not the final one), and resuming neither writes
 it again nor skips it; with LoRA it is merged while training goes on with the adapters. The released recipe starts RL
 from this ~1-epoch warm-start model (params/30_train_rl/paper.yaml)."""
@@ -7,9 +7,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from pxr import data, models, sft, synth, synth_run
+from pxr import data, models
 from pxr.config import EpisodeConfig
-from pxr.teacher import TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TemplateTeacher
+from pxr.training import sft
 
 EPISODE = EpisodeConfig()
 

@@ -1,4 +1,4 @@
-"""pxr.synth: template trajectories with real ops, self-correction variants, trainable flags, proportions."""
+"""pxr.synthesis.synth: template trajectories with real ops, self-correction variants, trainable flags, proportions."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 import pytest
 from PIL import Image
 
-from pxr import synth
 from pxr.config import EpisodeConfig
-from pxr.synth import SynthConfig, SynthRejected, build_trajectory, choose_variant
+from pxr.synthesis import synth
+from pxr.synthesis.synth import SynthConfig, SynthRejected, build_trajectory, choose_variant
 
 
 @dataclass
@@ -130,8 +130,8 @@ TOY_EPISODE = EpisodeConfig(image_max_pixels=168 * 112, crop_min_pixels=112 * 11
 
 
 def grid_trajectory(tmp_path, variant, index=0):
-    from pxr import synth_run
-    from pxr.teacher import AnalysisRequest, TemplateTeacher
+    from pxr.synthesis import synth_run
+    from pxr.synthesis.teacher import AnalysisRequest, TemplateTeacher
 
     item = synth_run.write_seed_items("tile_digit", index + 1, 0, tmp_path, split="sft")[index]
     inputs = synth_run._inputs(item, tmp_path)

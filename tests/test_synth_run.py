@@ -1,12 +1,13 @@
-"""pxr.synth_run: seed items on disk, trajectories appended one by one, kill-and-resume without duplicates or loss."""
+"""pxr.synthesis.synth_run: seed items on disk, trajectories appended one by one, kill-and-resume without duplicates or loss."""
 
 from collections import Counter
 
 import pytest
 
-from pxr import data, synth, synth_run
+from pxr import data
 from pxr.config import EpisodeConfig
-from pxr.teacher import TeacherFailure, TemplateTeacher
+from pxr.synthesis import synth, synth_run
+from pxr.synthesis.teacher import TeacherFailure, TemplateTeacher
 
 EPISODE = EpisodeConfig()
 SYNTH = synth.SynthConfig(seed=0)

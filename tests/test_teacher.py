@@ -1,4 +1,4 @@
-"""pxr.teacher: the template teacher offline; the OpenAI teacher with the real openai client against the local
+"""pxr.synthesis.teacher: the template teacher offline; the OpenAI teacher with the real openai client against the local
 chat-completions server in tests/chat_server.py (faults, delays and rate limits scripted there)."""
 
 import asyncio
@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from pxr.teacher import AnalysisRequest, OpenAITeacher, TeacherFailure, TemplateTeacher, check_reply
+from pxr.synthesis.teacher import AnalysisRequest, OpenAITeacher, TeacherFailure, TemplateTeacher, check_reply
 from tests.chat_server import ChatServer, Faults, Reply, image_urls, question_text
 
 COLOURS = ("red", "blue", "green", "orange", "purple")

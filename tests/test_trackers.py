@@ -8,8 +8,11 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pxr import data, models, records, rl, rl_job, runs, sft, sft_job, synth_run
+from pxr import data, models, records
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
+from pxr.runner import runs
+from pxr.synthesis import synth_run
+from pxr.training import rl, rl_job, sft, sft_job
 from tests.test_rl import EPISODE as RL_EPISODE
 from tests.test_rl import scripted_generate
 

@@ -1,5 +1,5 @@
-"""What notebooks 20 and 30 show and record (pxr.train_log, and the notebook functions of pxr.models, pxr.sft,
-pxr.sft_job, pxr.rl_job, pxr.launch, pxr.viz): the model a stage starts from, settings tables, the headline table,
+"""What notebooks 20 and 30 show and record (pxr.training.train_log, and the notebook functions of pxr.models, pxr.training.sft,
+pxr.training.sft_job, pxr.training.rl_job, pxr.training.launch, pxr.viz): the model a stage starts from, settings tables, the headline table,
 held-out sampling and records, the progress bar that replaces the per-step table, the filtered warnings, the metric
 keys later stages read, smoothed curves; and the in-process SFT and RL paths of the notebooks end to end."""
 
@@ -11,7 +11,10 @@ import pytest
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils.notebook import NotebookProgressCallback
 
-from pxr import config, launch, models, rl, rl_job, sft, sft_job, synth_run, train_log, viz
+from pxr import config, models, viz
+from pxr.runner import params as P
+from pxr.synthesis import synth_run
+from pxr.training import launch, rl, rl_job, sft, sft_job, train_log
 
 EPISODE = config.EpisodeConfig()
 
@@ -70,9 +73,7 @@ def test_sft_config_gives_the_training_arguments_settings():
 
 def test_notebook_parameters_build_the_configs():
     declared = {
-        stem: {
-            name: spec["default"] for name, spec in __import__("pxr.params").params.notebook_parameters(stem).items()
-        }
+        stem: {name: spec["default"] for name, spec in P.notebook_parameters(stem).items()}
         for stem in ("20_train_sft", "30_train_rl")
     }
     for cls in (sft.SFTConfig, launch.LaunchConfig, train_log.HeldOutConfig):

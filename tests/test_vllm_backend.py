@@ -1,4 +1,4 @@
-"""pxr.vllm_backend against a fake `vllm` module (tests/fake_vllm/vllm.py) with the part of vLLM's API it uses: the
+"""pxr.evaluation.vllm_backend against a fake `vllm` module (tests/fake_vllm/vllm.py) with the part of vLLM's API it uses: the
 prompts and token ids equal the in-process backend's for the same turns, images in order (the crop after a zoom),
 every unfinished episode in one generate call per round, the stop string, the same records; the data-parallel
 path in two CPU processes; evaluation through the backend."""
@@ -12,14 +12,14 @@ from PIL import Image
 
 from pxr import models, protocol
 from pxr.config import EpisodeConfig
-from pxr.evaluate import EvalConfig, evaluate
-from pxr.rollout import Query, RolloutConfig, generate_trajectories
-from pxr.vllm_backend import (
+from pxr.evaluation.evaluate import EvalConfig, evaluate
+from pxr.evaluation.vllm_backend import (
     VLLMBackendConfig,
     devices_of_shard,
     generate_trajectories_vllm,
     shards,
 )
+from pxr.rollout import Query, RolloutConfig, generate_trajectories
 from tests.test_rollout import ScriptedModel
 
 FAKE = Path(__file__).parent / "fake_vllm"

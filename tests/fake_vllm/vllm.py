@@ -1,4 +1,4 @@
-"""A stand-in for the part of vLLM's offline API that pxr.vllm_backend uses (`LLM(...)`, `LLM.generate`,
+"""A stand-in for the part of vLLM's offline API that pxr.evaluation.vllm_backend uses (`LLM(...)`, `LLM.generate`,
 `SamplingParams`, the returned `RequestOutput`/`CompletionOutput` fields), for tests on machines without vLLM.
 
 It records every call in `CALLS` (and, when the environment names a file in `FAKE_VLLM_LOG`, one JSON line per call

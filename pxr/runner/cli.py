@@ -19,8 +19,8 @@ import argparse
 import os
 import sys
 
-from pxr import grid, runs
-from pxr import params as P
+from pxr.runner import grid, runs
+from pxr.runner import params as P
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:

@@ -37,8 +37,6 @@ from typing import Any
 
 import yaml
 
-from pxr import light_records
-from pxr import params as P
 from pxr.records import (  # the names notebooks and other stages use, re-exported for the runner's callers
     CHECKPOINTS,
     FAILED,
@@ -47,6 +45,8 @@ from pxr.records import (  # the names notebooks and other stages use, re-export
     read_run,
     write_metrics,
 )
+from pxr.runner import light_records
+from pxr.runner import params as P
 
 KEPT = ".kept-record"  # the finished record, held while a new run of the same folder goes
 LAST_START = ".last-start.json"  # the parameters of the run that last started here: whose checkpoints these are
@@ -225,7 +225,9 @@ def _execute(stem: str, run: str, name: str, params: dict, out: Path, *, log_out
     except Exception as err:  # kernel death, bad notebook: still leave a run.json that says so
         error = f"{type(err).__name__}: {err}"
     seconds = time.monotonic() - start
-    if (out / "executed.ipynb").exists():  # a record git keeps: JPEG thumbnails, no widget state (pxr.light_records)
+    if (
+        out / "executed.ipynb"
+    ).exists():  # a record git keeps: JPEG thumbnails, no widget state (pxr.runner.light_records)
         light_records.lighten_notebook(out / "executed.ipynb")
     if not (out / "metrics.json").exists():
         write_metrics(out, {})
@@ -331,7 +333,7 @@ def producing_command(stem: str, run: str) -> str:
     if (root / "params" / stem / f"{run}.yaml").exists():
         also = f", or the whole line with `pxr pipeline {run}`" if len(pipeline_stages(run)) > 1 else ""
         return f"`pxr run {stem} {run}`{also}"
-    from pxr import grid
+    from pxr.runner import grid
 
     for name in grid.grid_names(stem) if (root / "params" / stem).is_dir() else []:
         try:

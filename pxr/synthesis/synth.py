@@ -2,7 +2,7 @@
 variants, text-only traces, per-turn `trainable` flags.
 
 A trajectory is `[analysis of the whole input] → [op on the reference cue] → [analysis of the returned detail] →
-[answer]`; a teacher (`pxr.teacher`) writes the two analyses, pxr writes the bridge sentences, the calls and the
+[answer]`; a teacher (`pxr.synthesis.teacher`) writes the two analyses, pxr writes the bridge sentences, the calls and the
 answer. Every op runs through `VisualEpisode`, so the observation text and images are exactly those the model
 meets in RL, evaluation and the demo. Self-correction variants execute the wrong op for real, follow it with a
 reflective sentence, and mark that turn `trainable: false` (the paper masks erroneous ops; the released code's

@@ -1,8 +1,8 @@
 """Rollouts with offline vLLM (`vllm.LLM`) for evaluation at scale (paper §4 evaluation; the `vllm` backend of
-`pxr.evaluate`).
+`pxr.evaluation.evaluate`).
 
 The same episode loop as the other backends (`pxr.rollout.generate_trajectories` in process,
-`pxr.openai_backend` over an endpoint), with every unfinished episode batched into one `LLM.generate` call per
+`pxr.evaluation.openai_backend` over an endpoint), with every unfinished episode batched into one `LLM.generate` call per
 round, so vLLM schedules them all together. Each episode's prompt is pxr's own rendering of its chat
 (`pxr.rollout.render_prompt`: the processor's chat template over `Trajectory.messages()`, the exact text the
 in-process backend tokenizes) with the episode's images in number order as `multi_modal_data`; vLLM expands each

@@ -181,7 +181,7 @@ def largest_micro_batch(model: ModelShape, run: RunShape, budget_bytes: float) -
 
 
 def run_from_params(params: dict, text_tokens: int) -> RunShape:
-    """The run a merged params dict describes (`pxr.params.load_params`): its batch sizes, completion length,
+    """The run a merged params dict describes (`pxr.runner.params.load_params`): its batch sizes, completion length,
     gradient checkpointing, dtype (fp32 master weights, bf16 autocast when `bf16`), ZeRO-3 when the accelerate
     config's name says zero3, the process count; the prompt is the query image's visual tokens plus `text_tokens`."""
     names = {f.name for f in fields(RunShape)}

@@ -2,7 +2,7 @@
 
 Matplotlib's inline backend embeds every figure as a full-size PNG, and a trajectory strip can be a 5,560-px-wide
 JPEG; a training notebook's records reached a megabyte of base64 that git keeps forever. After papermill saves a
-run's `executed.ipynb`, the runner (`pxr.runs`) rewrites each PNG output, and each JPEG larger than the budget, as a
+run's `executed.ipynb`, the runner (`pxr.runner.runs`) rewrites each PNG output, and each JPEG larger than the budget, as a
 JPEG of at most `max_pixels` pixels (the aspect ratio kept): a reader still sees the curves and zoom boxes, at a
 fraction of the bytes. Transparency is flattened onto white, as the notebook showed it. The notebook's saved widget
 state (tqdm progress bars drawn as ipywidgets: 124 KB in a perception-base record) goes too: a saved notebook

@@ -7,7 +7,7 @@ paper's 7B model, a tiny model trained from scratch has to learn first. Single-t
 - `count`: the shapes in a crop around them (named-object scenes only).
 
 `scene_family` picks the scenes: "grid" (the toy line's main suite: tiles addressed by position words,
-`pxr.scene_grid`) or "named" (the older scenes whose target is named by colour and shape, `pxr.scene_images`).
+`pxr.scenes.grid`) or "named" (the older scenes whose target is named by colour and shape, `pxr.scenes.images`).
 
 Every crop is what `zoom_in` returns for a box around the cue (`VisualEpisode` executes the call, so padding and
 budgets are the episode's), and the boxes are jittered wider than the cue, as a model's own zooms are. Examples
@@ -31,9 +31,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from pxr import protocol, scene_grid, scenes
+from pxr import protocol, scenes
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
+from pxr.scenes import grid as scene_grid
 
 TASKS = ("read", "peek", "coarse", "count")
 SCENE_FAMILIES = ("grid", "named")
@@ -218,7 +219,7 @@ class _InProcess:
 
 
 def sft_example(item: PerceptionItem) -> dict:
-    """The item as an SFT example (`pxr.sft.tokenize_example`): one user turn, one trained answer, no tools."""
+    """The item as an SFT example (`pxr.training.sft.tokenize_example`): one user turn, one trained answer, no tools."""
     messages = protocol.build_messages(item.question, 1, [("assistant", item.response(), 0)], variant="text")
     return {"id": item.id, "messages": messages, "images": [item.image], "trainable": [True]}
 
@@ -265,7 +266,8 @@ def tokenizer_corpus(items: list[PerceptionItem], synth_dir: str = "", *, seed: 
     """The text a fresh base model's tokenizer is trained on, and a line saying what it holds: a generic corpus,
     the items' questions and, with `synth_dir` (a notebook-10 run), its trajectories' turns and questions, so that SFT
     on that run continues with the same tokenizer."""
-    from pxr import data, models, synth_run
+    from pxr import data, models
+    from pxr.synthesis import synth_run
 
     corpus = models.default_corpus(seed) + [i.question for i in items]
     if not synth_dir:
@@ -306,7 +308,7 @@ def answer(model, processor, items: list[PerceptionItem], episode_config: Episod
 def run_metrics(scores: dict[str, float], trainer, train_result, *, n_items: int) -> dict:
     """The figures the stage records (metrics.json): the held-out scores (`score` and `chance`) as `heldout_*`, the
     first and last training loss, the steps, the training time and the number of training items."""
-    from pxr.sft import loss_history
+    from pxr.training.sft import loss_history
 
     losses = loss_history(trainer)
     return {

@@ -4,8 +4,8 @@ each trajectory scored, the figures of `pxr.metrics.eval_metrics` computed, and 
 Controls (`control`): `none`; `text` (the text prompt, no ops: what the model answers from the input alone);
 `blank` (ops execute but return blank images of the same size: whether the model uses the pixels it asked for).
 Backends: `local` (the in-process model, batched, `pxr.rollout.generate_trajectories`), `openai` (any
-OpenAI-compatible endpoint, `pxr.openai_backend`) and `vllm` (offline vLLM on this machine's GPUs, every episode
-batched, data parallel over engines: `pxr.vllm_backend`). A trajectory is scored on its final turn when the model ended
+OpenAI-compatible endpoint, `pxr.evaluation.openai_backend`) and `vllm` (offline vLLM on this machine's GPUs, every episode
+batched, data parallel over engines: `pxr.evaluation.vllm_backend`). A trajectory is scored on its final turn when the model ended
 it by answering (`pxr.reward.SCORED_ENDINGS`: a short bare reply is an answer, as in the reward); truncated
 episodes and episodes stopped by a limit score 0.
 
@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pxr import metrics, reward
-from pxr.benchmarks import Benchmark, get_benchmark
 from pxr.config import EpisodeConfig
-from pxr.importers import ImportReport
+from pxr.evaluation.benchmarks import Benchmark, get_benchmark
 from pxr.records import EVAL_RECORDS
 from pxr.rollout import Query, RolloutConfig, Trajectory, generate_trajectories, start_trajectory
+from pxr.synthesis.importers import ImportReport
 
 CONTROLS = ("none", "text", "blank")
 BACKENDS = ("local", "openai", "vllm")
@@ -68,8 +68,8 @@ class EvalConfig:
             raise ValueError("max_items and n_per_kind must be >= 0")
 
     def vllm_backend(self):
-        """The vllm backend's settings (`pxr.vllm_backend.VLLMBackendConfig`), checked."""
-        from pxr.vllm_backend import VLLMBackendConfig
+        """The vllm backend's settings (`pxr.evaluation.vllm_backend.VLLMBackendConfig`), checked."""
+        from pxr.evaluation.vllm_backend import VLLMBackendConfig
 
         return VLLMBackendConfig(
             model=self.model_path,
@@ -218,14 +218,14 @@ def evaluate(
             model, processor, queries, episode_config=running, rollout_config=rollout_config, progress=progress
         )
     elif config.backend == "vllm":
-        from pxr.vllm_backend import generate_trajectories_vllm
+        from pxr.evaluation.vllm_backend import generate_trajectories_vllm
 
         trajectories = generate_trajectories_vllm(
             queries, backend=config.vllm_backend(), episode_config=running, rollout_config=rollout_config,
             processor=processor, progress=progress,
         )  # fmt: skip
     else:
-        from pxr.openai_backend import OpenAIBackendConfig, generate_trajectories_openai
+        from pxr.evaluation.openai_backend import OpenAIBackendConfig, generate_trajectories_openai
 
         backend = OpenAIBackendConfig(
             model=config.api_model, base_url=config.base_url or None, concurrency=config.concurrency

@@ -25,10 +25,10 @@ import math
 
 import numpy as np
 
-from pxr.scene_draw import COLOURS, DIGITS, Scene, SceneObject, _image_scene, _render, choices_for
+from pxr.scenes.draw import COLOURS, DIGITS, Scene, SceneObject, _image_scene, _render, choices_for
 
 GRID_KINDS: tuple[str, ...] = ("tile_digit", "tile_colour")
-# Random streams (pxr.scene_draw lists the others): the tile_digit layout uses [seed, 7], tile_colour [seed, 8].
+# Random streams (pxr.scenes.draw lists the others): the tile_digit layout uses [seed, 7], tile_colour [seed, 8].
 TILE_DIGIT_STREAM, TILE_COLOUR_STREAM = 7, 8
 # Three wordings of the digit question, drawn from the seed: the model learns the position words, not one sentence.
 DIGIT_QUESTIONS: tuple[str, ...] = (

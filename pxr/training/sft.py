@@ -16,7 +16,7 @@ beside the final `<run>/model`: the released recipe starts RL from the warm-star
 Tests: tests/test_sft.py (masks on a self-correction trajectory, replay, lazy replay equal to the eager one, a few
 training steps, resume, a finished run re-run, LoRA resume); tests/test_sft_epochs.py (epoch models: loadable,
 distinct from the final one, kept across resume, LoRA merged); tests/test_launch.py for the launched path
-(pxr.sft_job); tests/test_trackers.py (report_to and run_name reach the Trainer; TensorBoard events of SFT steps).
+(pxr.training.sft_job); tests/test_trackers.py (report_to and run_name reach the Trainer; TensorBoard events of SFT steps).
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def loss_mask_summary(processor, records, root, episode_config: EpisodeConfig, *
 @dataclass(frozen=True)
 class SFTConfig:
     """Notebook 20's training parameters. `training_settings()` are `training_arguments`' (through `make_trainer` or
-    `pxr.sft_job.sft_job`); `lora_rank`, `freeze_vision` and `answer_loss_weight` are `make_trainer`'s."""
+    `pxr.training.sft_job.sft_job`); `lora_rank`, `freeze_vision` and `answer_loss_weight` are `make_trainer`'s."""
 
     learning_rate: float = 1e-3  # lr (paper: 1e-6 for the 7B model)
     lr_scheduler_type: str = "cosine"  # paper: cosine
@@ -329,10 +329,10 @@ def freeze_vision_tower(model) -> int:
 def _checkpoint_trainer_class():
     from transformers import Trainer
 
-    from pxr.checkpoints import FromPretrainedResume
+    from pxr.training.checkpoints import FromPretrainedResume
 
     class CheckpointTrainer(FromPretrainedResume, Trainer):
-        """Trainer that resumes Qwen2.5-VL checkpoints correctly (see `pxr.checkpoints`) and adds
+        """Trainer that resumes Qwen2.5-VL checkpoints correctly (see `pxr.training.checkpoints`) and adds
         `answer_loss_weight` x the mean cross-entropy of the answer tokens to the model's loss."""
 
         answer_loss_weight = 0.0
@@ -598,7 +598,7 @@ class EpochModelSaver(TrainerCallback):
 
 
 def train(trainer):
-    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.checkpoints`)."""
-    from pxr.checkpoints import train_resuming
+    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.training.checkpoints`)."""
+    from pxr.training.checkpoints import train_resuming
 
     return train_resuming(trainer)

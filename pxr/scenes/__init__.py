@@ -7,10 +7,10 @@ Image kinds, each a builder in `SCENE_BUILDERS` under the `kind` it writes into 
 - `count` (`make_count_scene`): how many small shapes of a named colour and shape there are (TallyQA-like).
 - `coarse` (`make_coarse_scene`): the colour, shape or side of one large shape; answerable without any op
   (`needs_op` False), so that adaptive op use can be learned and measured.
-- `tile_digit`, `tile_colour` (`pxr.scene_grid`): a grid of small tiles addressed by position words ("the tile in
+- `tile_digit`, `tile_colour` (`pxr.scenes.grid`): a grid of small tiles addressed by position words ("the tile in
   row 3, column 5"); the digit needs a zoom, the colour does not. The toy line's main suite: the box follows from
   the question's words, the evidence is in the crop's pixels.
-Builders live in `pxr/scene_images.py`, `pxr/scene_grid.py` and `pxr/scene_videos.py`, primitives and types in `pxr/scene_draw.py`; this
+Builders live in `pxr/scenes/images.py`, `pxr/scenes/grid.py` and `pxr/scenes/videos.py`, primitives and types in `pxr/scenes/draw.py`; this
 module is the entry point: the registry, `make_scene` and the suites.
 
 Every builder is a pure function of its seed and keyword knobs: canvas `width`/`height`, `target_size`,
@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 # pxr.scenes is the entry point: the types, primitives and builders are importable from here.
-from pxr.scene_draw import (  # noqa: F401
+from pxr.scenes.draw import (  # noqa: F401
     COLOURS,
     DARK_INK,
     DIGIT_CENTRE_Y,
@@ -56,8 +56,8 @@ from pxr.scene_draw import (  # noqa: F401
     textured_background,
     union_box,
 )
-from pxr.scene_grid import GRID_KINDS, make_tile_colour_scene, make_tile_digit_scene  # noqa: F401
-from pxr.scene_images import (  # noqa: F401
+from pxr.scenes.grid import GRID_KINDS, make_tile_colour_scene, make_tile_digit_scene  # noqa: F401
+from pxr.scenes.images import (  # noqa: F401
     COARSE_QUESTIONS,
     DIGIT_KINDS,
     QUADRANTS,
@@ -67,7 +67,7 @@ from pxr.scene_images import (  # noqa: F401
     make_count_scene,
     make_zoom_scene,
 )
-from pxr.scene_videos import make_colour_change_video, make_flash_video
+from pxr.scenes.videos import make_colour_change_video, make_flash_video
 
 SCENE_BUILDERS: dict[str, Callable[..., Scene | VideoScene]] = {
     "read": make_zoom_scene,

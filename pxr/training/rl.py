@@ -1,7 +1,7 @@
 """Curiosity-driven RL (paper §4): TRL's `GRPOTrainer` with the visual-operation environment and pxr's reward.
 
 - Rollouts: TRL generates; every turn that writes `<tool_call>` is answered by the rollout's `VisualEpisode`
-  exactly as evaluation answers it (`pxr.rl_env`: the turn is routed whole, cut at its first `</tool_call>`, where
+  exactly as evaluation answers it (`pxr.training.rl_env`: the turn is routed whole, cut at its first `</tool_call>`, where
   generation stops as the rollout engine stops it); crops and frames reach the continued generation and the loss
   forward; observation tokens are out of the loss. The episode's own limits (`max_ops`, `max_turns`, ...) end a
   rollout, as in evaluation; what the model writes after a limit ended its episode is out of the loss.
@@ -40,9 +40,9 @@ import torch
 from pxr import families, protocol, reward
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.records import STEP_LOG
-from pxr.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
-from pxr.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
-from pxr.sft import checkpointing_setting
+from pxr.training.rl_env import EpisodeTools, environment_factory, rl_dataset, route_tool_calls
+from pxr.training.rl_generation import VLLM_SETTINGS, prompt_chunks, vllm_image_limit
+from pxr.training.sft import checkpointing_setting
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental in TRL 1.16
 
@@ -166,7 +166,7 @@ def make_reward_function(reward_config: RewardConfig, group_size: int, end_token
 
     def pixel_reasoner_reward(prompts, completions, completion_ids, environments=None, log_metric=None, **_):
         if environments is None:
-            raise ValueError("the pixel-reasoner reward needs TRL's environment_factory (pxr.rl_env)")
+            raise ValueError("the pixel-reasoner reward needs TRL's environment_factory (pxr.training.rl_env)")
         local = [
             rollout_facts(env, completion, truncated=bool(ids) and ids[-1] not in end_ids)
             for env, completion, ids in zip(environments, completions, completion_ids, strict=True)
@@ -258,7 +258,7 @@ def content_as_parts(messages):
 def _trainer_class():
     from trl import GRPOTrainer
 
-    from pxr.checkpoints import FromPretrainedResume
+    from pxr.training.checkpoints import FromPretrainedResume
 
     class PixelReasonerGRPOTrainer(FromPretrainedResume, GRPOTrainer):
         """GRPO whose tool calls are the episode's, with pxr's group filtering and truncation masking (paper §4; README "Curiosity-driven RL")."""
@@ -272,7 +272,7 @@ def _trainer_class():
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
             # TRL's transformers path generates all of a process's rollouts in one `generate` call (it leaves scale
-            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.rl_generation`).
+            # to vLLM); cut into micro-batches, the KV cache is that of one micro-batch (`pxr.training.rl_generation`).
             if self.use_vllm or self.use_transformers_continuous_batching:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args,
                                                      **kwargs)  # fmt: skip
@@ -293,7 +293,7 @@ def _trainer_class():
             return prompt_ids, images, fields
 
         def _tool_call_loop(self, prompts, *args, **kwargs):
-            # Every routed turn goes to its rollout's environment, whatever name TRL read (`pxr.rl_env`).
+            # Every routed turn goes to its rollout's environment, whatever name TRL read (`pxr.training.rl_env`).
             self._sync_tool_dicts = [EpisodeTools(environment) for environment in self.environments]
             self._async_tool_dicts = [{} for _ in self.environments]
             return super()._tool_call_loop(prompts, *args, **kwargs)
@@ -478,7 +478,7 @@ def make_trainer(
     `args`: `trainer_args(...)` made before the model was loaded (ZeRO-3), or None to make them here.
     """
     from pxr import models
-    from pxr.sft import freeze_vision_tower
+    from pxr.training.sft import freeze_vision_tower
 
     if not queries:
         raise ValueError("no RL queries: run notebook 10 (export_queries) or give a query file")
@@ -516,8 +516,8 @@ def make_trainer(
 
 
 def train(trainer):
-    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.checkpoints`)."""
-    from pxr.checkpoints import train_resuming
+    """`trainer.train()`, resuming from the last checkpoint; a finished run takes no extra step (`pxr.training.checkpoints`)."""
+    from pxr.training.checkpoints import train_resuming
 
     return train_resuming(trainer)
 

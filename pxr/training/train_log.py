@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxr import data, metrics, synth_run, viz
+from pxr import data, metrics, viz
+from pxr.synthesis import synth_run
 
 # Library warnings that training logs would otherwise repeat, each with why it is harmless. Matched by category and
 # exact message (the start of it, as `warnings.filterwarnings` matches), so any other warning still shows.

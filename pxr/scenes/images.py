@@ -13,7 +13,7 @@ import numpy as np
 
 from pxr import ops
 from pxr.config import EpisodeConfig
-from pxr.scene_draw import (
+from pxr.scenes.draw import (
     COLOURS,
     DIGITS,
     SHAPES,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pxr.scene_draw import (
+from pxr.scenes.draw import (
     COLOURS,
     DARK_INK,
     DIGITS,

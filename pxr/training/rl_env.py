@@ -14,7 +14,7 @@ receives exactly the observation evaluation would give it, and the record counts
 
 - `ToolResult` is the observation as TRL's content blocks (its line, then the new images: crops and frames reach the
   continued generation and the loss forward), and says whether the turn still needs its end-of-turn token;
-- `_close` (private: TRL makes every public method a tool; `pxr.rl`'s reward calls it) ends the episode on the
+- `_close` (private: TRL makes every public method a tool; `pxr.training.rl`'s reward calls it) ends the episode on the
   rollout's last message and on what reached the model: an observation TRL dropped to stay within
   `max_completion_length` is withdrawn from the episode, which ends `truncated`.
 
@@ -51,7 +51,7 @@ ROUTED_TOOL = "pxr_episode_turn"
 
 class ToolResult(list):
     """An observation as TRL's content blocks. `needs_end_of_turn`: the turn stopped at `</tool_call>` before its
-    end-of-turn token (`pxr.rl` stops generation there, as evaluation does), so the tool-response tokens must
+    end-of-turn token (`pxr.training.rl` stops generation there, as evaluation does), so the tool-response tokens must
     start by closing it, as the chat template closes every assistant turn."""
 
     needs_end_of_turn: bool = False
@@ -129,7 +129,7 @@ class _EpisodeEnvironment:
     def _take_turn(self, turn: str, ended: bool = True) -> ToolResult:
         """Answer one assistant turn that writes `<tool_call>` as evaluation does (`pxr.rollout.apply_turn`): the
         text up to its first `</tool_call>` goes to `VisualEpisode.step`. After the episode ended (a limit refused a
-        call), evaluation would have stopped; the trainer masks what follows (`pxr.rl`)."""
+        call), evaluation would have stopped; the trainer masks what follows (`pxr.training.rl`)."""
         if self.episode.done:
             self.stepped.append(False)
             observation = Observation(False, protocol.error_observation_text(ENDED_TEXT, self.episode_config.prompt))

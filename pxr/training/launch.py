@@ -5,7 +5,7 @@ The notebook process stays light (it must not hold the GPUs the children train o
 JSON dict that names everything the child needs, to `<work_dir>/job.json`, and `launch` runs
 `python -m accelerate.commands.launch [--config_file C] [--num_processes N] -m <module> <work_dir>/job.json`.
 The child module calls `run_job(fn)`: every process reads the job and calls `fn(job)`; the main process writes
-what `fn` returns to `<work_dir>/result.json`, which `launch` returns. Any module works (SFT: `pxr.sft_job`; RL
+what `fn` returns to `<work_dir>/result.json`, which `launch` returns. Any module works (SFT: `pxr.training.sft_job`; RL
 can add its own).
 
 Without a config file, `num_processes` > 1 asks accelerate for its torchrun launcher (`--multi_gpu`). On a machine

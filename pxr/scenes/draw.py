@@ -1,6 +1,6 @@
 """Drawing primitives and record types of the synthetic scenes (seed data as in paper §3, made here): the colour and
 shape tables, `Scene`, `VideoScene`, `SceneObject`, the textured background, non-overlapping placement, shapes with
-digits, distractor and multiple-choice choices. The builders are in `pxr.scene_images` and `pxr.scene_videos`;
+digits, distractor and multiple-choice choices. The builders are in `pxr.scenes.images` and `pxr.scenes.videos`;
 `pxr.scenes` is the entry point (registry and suites).
 
 Tests: tests/test_scenes.py.

@@ -38,11 +38,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from pxr import data, synth_run
-from pxr.importers import ImportReport, _Files, _run, _Skip
+from pxr import data
 from pxr.records import EVAL_QUERIES
 from pxr.rollout import Query
 from pxr.scoring import score_response
+from pxr.synthesis import synth_run
+from pxr.synthesis.importers import ImportReport, _Files, _run, _Skip
 
 GRID_KINDS = ("tile_digit", "tile_colour")
 NAMED_KINDS = ("read", "count", "coarse")

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from pxr import params as P
+from pxr.runner import params as P
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GRID_KEYS = {"extends", "axes", "labels", "name", "runs"}
@@ -200,7 +200,7 @@ def gpu_ids() -> list[str]:
 
 def point_command(stem: str, point: GridPoint) -> list[str]:
     """The `pxr run` command line of one point, as a parallel grid launches it."""
-    command = [sys.executable, "-m", "pxr.cli", "run", stem, point.base, "--as", point.name]
+    command = [sys.executable, "-m", "pxr.runner.cli", "run", stem, point.base, "--as", point.name]
     for override in point.overrides():
         command += ["-p", override]
     return command

@@ -32,7 +32,7 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from pxr.openai_backend import (
+from pxr.evaluation.openai_backend import (
     OpenAIBackendConfig,
     create_completion,
     describe_error,

@@ -1,8 +1,8 @@
 """RL as a launched job (notebook 30 with `accelerate_config` or `num_processes` set): `rl_job(...)` describes the run
-as a JSON-able dict, `launch_rl` hands it to `pxr.launch`, and `python -m pxr.rl_job job.json` is what each
+as a JSON-able dict, `launch_rl` hands it to `pxr.training.launch`, and `python -m pxr.training.rl_job job.json` is what each
 `accelerate launch` process runs: make the trainer's arguments (before loading, so that ZeRO-3 shards the load),
 load the policy, build the trainer, train (resuming from the last checkpoint), save. The reward gathers each group
-across the processes (`pxr.rl`), so the rewards do not depend on how many there are.
+across the processes (`pxr.training.rl`), so the rewards do not depend on how many there are.
 
 Tests: tests/test_rl_job.py (two CPU processes on gloo take GRPO steps on the tiny model and save it; the arguments
 exist before the model is loaded).
@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxr import data, launch, models, rl, synth_run, train_log, viz
+from pxr import data, models, viz
 from pxr.config import EpisodeConfig, RewardConfig, RLConfig
 from pxr.records import STEP_LOG
+from pxr.synthesis import synth_run
+from pxr.training import launch, rl, train_log
 
-MODULE = "pxr.rl_job"
+MODULE = "pxr.training.rl_job"
 
 
 def rl_job(
@@ -84,7 +86,9 @@ def run(job: dict) -> dict:
     )
     trainer.args.disable_tqdm = True  # one plain line per logged step
     if launch.is_main_process():
-        print(f"[pxr.rl_job] {len(queries)} queries ({report}), {trainer.args.world_size} processes", flush=True)
+        print(
+            f"[pxr.training.rl_job] {len(queries)} queries ({report}), {trainer.args.world_size} processes", flush=True
+        )
     rl.train(trainer)
     model_dir = rl.save_policy(trainer, processor, output_dir / "model")
     return {"model_dir": str(model_dir), "global_step": trainer.state.global_step,
@@ -101,7 +105,7 @@ def launches(launching: launch.LaunchConfig) -> bool:
 
 def queries(synth_dir: str | Path, out: Path, *, seed: int, episode_config: EpisodeConfig):
     """(data folder, RL queries, held-out queries, their read reports) of the synthesis run `synth_dir`; empty: a
-    small offline data set made under `out/data` (`pxr.synth_run.smoke_dataset`)."""
+    small offline data set made under `out/data` (`pxr.synthesis.synth_run.smoke_dataset`)."""
     data_dir = Path(synth_dir) if synth_dir else synth_run.smoke_dataset(out / "data", seed=seed,
                                                                          episode_config=episode_config)  # fmt: skip
     train_queries, train_report = data.read_jsonl(data_dir / synth_run.RL_QUERIES, data.RLQuery)
@@ -194,7 +198,7 @@ def final_figures(step_log: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def settings(policy: models.Policy, data_dir: Path, train_queries, reward_config: RewardConfig, rl_config: RLConfig,
              launching: launch.LaunchConfig, evaluation: train_log.HeldOutConfig, out: Path) -> dict[str, Any]:  # fmt: skip
-    """The settings that matter for reading an RL run, for `pxr.train_log.settings_table`."""
+    """The settings that matter for reading an RL run, for `pxr.training.train_log.settings_table`."""
     c, r = rl_config, reward_config
     return {
         "RL queries": f"{len(train_queries)} from {data_dir}",

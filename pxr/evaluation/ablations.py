@@ -265,7 +265,7 @@ class AblationsConfig:
             raise ValueError("smooth_steps must be >= 1")
 
     def root(self) -> Path:
-        from pxr.params import repo_root
+        from pxr.runner.params import repo_root
 
         return Path(self.outputs_root) if self.outputs_root else repo_root() / "outputs"
 
@@ -429,7 +429,7 @@ def baseline_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     evaluations = sorted((r for r in runs if _stage_kind(r.stage) == "40"), key=lambda r: r.run)
     if not evaluations:
         return []
-    from pxr.evaluate import RECORDS  # imports the model code: only when there is an evaluation
+    from pxr.evaluation.evaluate import RECORDS  # imports the model code: only when there is an evaluation
 
     figures: dict[str, dict[str, Any]] = {CHANCE: {}, MAJORITY: {}}
     seen = set()
@@ -535,8 +535,8 @@ class Panel:
 def trap_knobs(stem: str = TRAP_STEM, prefix: str = TRAP_PREFIX) -> list[tuple[str, str, frozenset[str]]]:
     """(knob, panel title, point names) of every `grid_<prefix>*.yaml` of `stem`, in name order: the knob values are
     declared before anything runs, so a panel exists for each whether or not its runs have."""
-    from pxr import grid
-    from pxr import params as P
+    from pxr.runner import grid
+    from pxr.runner import params as P
 
     knobs = []
     for name in grid.grid_names(stem):

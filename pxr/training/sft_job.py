@@ -1,11 +1,11 @@
 """SFT as a launched job (notebook 20 with `accelerate_config` or `num_processes` set): `sft_job(...)` describes the
-run as a JSON-able dict, `launch_sft` hands it to `pxr.launch`, and `python -m pxr.sft_job job.json` is what each
+run as a JSON-able dict, `launch_sft` hands it to `pxr.training.launch`, and `python -m pxr.training.sft_job job.json` is what each
 `accelerate launch` process runs: load, replay, train (resuming from the last checkpoint), save.
 
 Every process replays and tokenizes the trajectories itself (deterministic, so their examples agree) when the
-Trainer reads them (`pxr.sft.ReplayedExamples`), and the Trainer shards the batches across processes, so a process
+Trainer reads them (`pxr.training.sft.ReplayedExamples`), and the Trainer shards the batches across processes, so a process
 holds the images of its own batch only. Every process takes part in saving the final and epoch models
-(`pxr.sft.save_model`: ZeRO-3 gathers the weights); only the main process writes them and the result.
+(`pxr.training.sft.save_model`: ZeRO-3 gathers the weights); only the main process writes them and the result.
 
 Tests: tests/test_launch.py (two CPU processes on gloo train the tiny model and save it).
 """
@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxr import data, launch, models, sft, synth_run, train_log
+from pxr import data, models
 from pxr.config import EpisodeConfig
+from pxr.synthesis import synth_run
+from pxr.training import launch, sft, train_log
 
-MODULE = "pxr.sft_job"
+MODULE = "pxr.training.sft_job"
 
 
 def sft_job(
@@ -37,7 +39,7 @@ def sft_job(
 ) -> dict:
     """The job: model, data, episode budgets, where checkpoints (`output_dir/checkpoints`) and the final model
     (`output_dir/model`) go, the epochs whose end also saves a model (`output_dir/model_epoch<N>`, see
-    `pxr.sft.make_trainer`), and `sft.training_arguments` settings (learning_rate, max_steps, bf16, ...)."""
+    `pxr.training.sft.make_trainer`), and `sft.training_arguments` settings (learning_rate, max_steps, bf16, ...)."""
     output_dir = Path(output_dir)
     return {
         "save_model_at_epochs": list(sft.check_epochs(save_model_at_epochs)),
@@ -103,7 +105,9 @@ def run(job: dict) -> dict:
         save_model_at_epochs=epochs,
     )
     if launch.is_main_process():
-        print(f"[pxr.sft_job] {len(examples)} trajectories ({report}), {args.world_size} processes", flush=True)
+        print(
+            f"[pxr.training.sft_job] {len(examples)} trajectories ({report}), {args.world_size} processes", flush=True
+        )
     output = sft.train(trainer)
     model_dir = Path(job["model_dir"])
     finished_before = "resumed" in output.metrics and (model_dir / "config.json").exists()
@@ -132,7 +136,7 @@ def launches(launching: launch.LaunchConfig) -> bool:
 
 def trajectories(synth_dir: str | Path, out: Path, *, seed: int, episode_config: EpisodeConfig):
     """(data folder, trajectory records, read report) of the synthesis run `synth_dir`; empty: a small offline data
-    set made under `out/data` (`pxr.synth_run.smoke_dataset`)."""
+    set made under `out/data` (`pxr.synthesis.synth_run.smoke_dataset`)."""
     data_dir = Path(synth_dir) if synth_dir else synth_run.smoke_dataset(out / "data", seed=seed,
                                                                          episode_config=episode_config)  # fmt: skip
     if not (data_dir / synth_run.TRAJECTORIES).exists():
@@ -163,7 +167,7 @@ def train(policy: models.Policy, data_dir: Path, records, out: Path, config: sft
           launching: launch.LaunchConfig) -> Trained:  # fmt: skip
     """Notebook 20's training: in launched processes (`launches`) or here, resuming from the last checkpoint under
     `out/checkpoints`; the final model saved to `out/model` (LoRA merged) and loaded into `policy`. Here, one
-    progress bar stands for the Trainer's table of logged steps (`pxr.train_log.use_progress_bar`)."""
+    progress bar stands for the Trainer's table of logged steps (`pxr.training.train_log.use_progress_bar`)."""
     episode_config, lora = (
         policy.episode_config,
         models.lora_config(rank=config.lora_rank) if config.lora_rank else None,
@@ -203,7 +207,7 @@ def saved_models(trained: Trained, epochs) -> str:
 
 def settings(policy: models.Policy, data_dir: Path, records, config: sft.SFTConfig, launching: launch.LaunchConfig,
              evaluation: train_log.HeldOutConfig, out: Path) -> dict[str, Any]:  # fmt: skip
-    """The settings that matter for reading an SFT run, for `pxr.train_log.settings_table`."""
+    """The settings that matter for reading an SFT run, for `pxr.training.train_log.settings_table`."""
     c = config
     return {
         "trajectories": f"{len(records)} from {data_dir}",

@@ -117,7 +117,7 @@ def teacher_generator(query: Query, episode_config: EpisodeConfig) -> GenerateTu
     scene = scenes.make_scene(kind, seed)
     if query.question != scene.question:
         raise ValueError("the teacher's trajectory answers the scene's own question: clear the question box")
-    from pxr import synth_run
+    from pxr.synthesis import synth_run
 
     result = synth_run.teacher_trajectory(scene, query.id, episode_config=episode_config)
     texts = iter([t.text for t in result.turns if t.role == "assistant"])

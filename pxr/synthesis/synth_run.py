@@ -21,11 +21,13 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pxr import data, protocol, scene_grid, scenes, synth
+from pxr import data, protocol, scenes
 from pxr.config import EpisodeConfig
 from pxr.episode import VisualEpisode
 from pxr.records import EVAL_QUERIES, RL_QUERIES, TRAJECTORIES  # noqa: F401 (notebooks read them here too)
-from pxr.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
+from pxr.scenes import grid as scene_grid
+from pxr.synthesis import synth
+from pxr.synthesis.teacher import AnalysisRequest, TeacherFailure, TemplateTeacher
 
 
 class SynthesisFailed(RuntimeError):
@@ -406,7 +408,7 @@ def make_teacher(
     if name == "template":
         return TemplateTeacher(seed=seed)
     if name == "openai":
-        from pxr.teacher import OpenAITeacher
+        from pxr.synthesis.teacher import OpenAITeacher
 
         return OpenAITeacher(
             model=model,

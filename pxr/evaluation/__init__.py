@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, evaluation runs and backends, ablation tables, the demo stepper."""

@@ -1,0 +1,1 @@
+"""The runner: parameters, papermill runs and their records, grids, the `pxr` command."""
