@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-MAX_PIXELS = 600_000  # a figure read on screen (e.g. 1,200 x 500), not printed
+MAX_PIXELS = 200_000  # a thumbnail read on screen (e.g. 1,000 x 200): a record stays near 150 KB
 QUALITY = 75  # JPEG quality: lines and text stay legible
 
 
