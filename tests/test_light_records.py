@@ -47,13 +47,13 @@ def test_png_figures_become_small_jpegs_and_text_is_kept(tmp_path):
     data = outputs[0]["data"]
     assert "image/png" not in data and data["text/plain"] == "<Figure>"
     image = Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"])))
-    assert image.format == "JPEG" and image.size == (949, 632)  # 600,000 px at most, the aspect kept
-    assert sum(image.getpixel((0, 631))) > 700  # transparency on white
-    assert outputs[0]["metadata"]["image/jpeg"] == {"width": 949, "height": 632}
+    assert image.format == "JPEG" and image.size == (547, 365)  # 200,000 px at most, the aspect kept
+    assert sum(image.getpixel((0, 364))) > 700  # transparency on white
+    assert outputs[0]["metadata"]["image/jpeg"] == {"width": 547, "height": 365}
     assert outputs[1] == printed
     assert outputs[2] == small  # a JPEG within the budget is left alone
     shrunk = Image.open(io.BytesIO(base64.b64decode(outputs[3]["data"]["image/jpeg"])))
-    assert shrunk.size == (3464, 173)  # a wide strip keeps its shape
+    assert shrunk.size == (2000, 100)  # a wide strip keeps its shape
     # a second pass has nothing left to do
     assert light_records.lighten_notebook(path)[0] == light_records.lighten_notebook(path)[1]
 

@@ -33,7 +33,8 @@ def jpeg_thumbnail(b64: str, *, max_pixels: int = MAX_PIXELS, quality: int = QUA
         image.paste(rgba, mask=rgba.getchannel("A"))
     image = image.convert("RGB")
     if (scale := (max_pixels / (image.width * image.height)) ** 0.5) < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        # rounded down, so the thumbnail is within the budget and a second pass leaves it alone
+        size = (max(1, int(image.width * scale + 1e-9)), max(1, int(image.height * scale + 1e-9)))
         image = image.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, optimize=True)
