@@ -249,12 +249,9 @@ def test_episodes_overlap_up_to_the_concurrency_and_come_back_in_query_order():
         return Reply(ANSWER_REPLY.replace("7", k), delay_seconds=0.4 if k == "0" else 0.3)
 
     queries = [query(f"q{k}", f"#{k} which digit?") for k in range(8)]
-    start = time.perf_counter()
     with ChatServer(script) as server:
         trajectories = run(server, queries, concurrency=8)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.2, f"8 requests of about 0.3 s took {elapsed:.2f} s: they did not overlap"
-    assert server.max_in_flight == 8
+    assert server.max_in_flight == 8  # all 8 were in flight at once: they overlapped (no wall-clock bound: load-proof)
     assert [t.query.id for t in trajectories] == [q.id for q in queries]
     assert [t.episode.answer for t in trajectories] == [str(k) for k in range(8)]
 
