@@ -116,7 +116,7 @@ def test_committed_accelerate_configs_are_complete(name):
 @needs_accelerate_cli
 def test_a_failing_job_raises_with_the_tail_of_its_log(tmp_path):
     (tmp_path / "broken_job.py").write_text(
-        "from pxr import launch\n"
+        "from pxr.training import launch\n"
         "def run(job):\n"
         "    print('reading', job['what'], flush=True)\n"
         "    raise ValueError('no such thing: ' + job['what'])\n"
@@ -169,7 +169,7 @@ def test_two_cpu_processes_train_the_tiny_model_and_save_it(tmp_path):
 def test_an_interrupted_launch_stops_its_processes(tmp_path):
     (tmp_path / "slow_job.py").write_text(
         "import os, time\n"
-        "from pxr import launch\n"
+        "from pxr.training import launch\n"
         "def run(job):\n"
         "    print('pid', os.getpid(), flush=True)\n"
         "    time.sleep(120)\n"
