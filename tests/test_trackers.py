@@ -54,9 +54,9 @@ def test_trackers_are_off_by_default(tmp_path):
 @pytest.mark.slow
 def test_sft_steps_write_the_loss_to_tensorboard_under_the_run(smoke, tiny, tmp_path):
     run = tmp_path / "20_train_sft" / "smoke"
-    records, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
+    rows, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     model, processor = models.load_model(tiny, device="cpu", dtype="float32", episode_config=EPISODE)
-    examples = [sft.sft_example(r, smoke, EPISODE) for r in records[:4]]
+    examples = [sft.sft_example(r, smoke, EPISODE) for r in rows[:4]]
     trainer = sft.make_trainer(model, processor, examples, output_dir=run / "checkpoints", learning_rate=1e-3,
                                max_steps=2, report_to="tensorboard",
                                run_name=records.tracker_run_name(run, "20_train_sft"))  # fmt: skip
@@ -68,9 +68,9 @@ def test_sft_steps_write_the_loss_to_tensorboard_under_the_run(smoke, tiny, tmp_
 
 @pytest.mark.slow
 def test_sft_without_a_tracker_writes_no_events(smoke, tiny, tmp_path):
-    records, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
+    rows, _ = data.read_jsonl(smoke / synth_run.TRAJECTORIES, data.TrajectoryRecord)
     model, processor = models.load_model(tiny, device="cpu", dtype="float32", episode_config=EPISODE)
-    examples = [sft.sft_example(r, smoke, EPISODE) for r in records[:2]]
+    examples = [sft.sft_example(r, smoke, EPISODE) for r in rows[:2]]
     sft.train(sft.make_trainer(model, processor, examples, output_dir=tmp_path, learning_rate=1e-3, max_steps=1))
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
 
